@@ -1,0 +1,187 @@
+"""Validate a cube and summarize it (samples per case, class frequencies, intensities); draw a montage."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from spine_keras.cube.store import CUBE_FORMAT, DATASETS, read_attrs
+from spine_keras.errors import UserError
+
+BLOCK = 64  # samples read at a time: memory stays bounded whatever the cube's size
+
+
+@dataclasses.dataclass
+class CubeReport:
+    """What check_cube found: problems (empty when valid) and the summary figures."""
+
+    path: Path
+    attrs: dict[str, Any]
+    problems: list[str]
+    samples: int = 0
+    originals: int = 0
+    per_case: dict[str, int] = dataclasses.field(default_factory=dict)
+    class_voxels: list[int] = dataclasses.field(default_factory=list)
+    intensity: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """Human-readable summary, one fact a line."""
+        a = self.attrs
+        shape = None
+        lines = [f"cube {self.path}: {'OK' if self.ok else 'INVALID'}",
+                 f"  mode {a.get('mode')}, {self.samples} samples ({self.originals} originals, "
+                 f"{self.samples - self.originals} augmented), {len(self.per_case)} cases",
+                 f"  classes ({a.get('n_classes')}): {', '.join(a.get('class_names') or [])}",
+                 f"  label map {a.get('label_map')!r}, spacing {a.get('spacing')}, normalization "
+                 f"{(a.get('normalization') or {}).get('method', a.get('normalization'))}, seed {a.get('seed')}"]
+        sampling = a.get("sampling") or {}
+        shape = sampling.get("shape")
+        if shape:
+            lines.append(f"  sample shape {tuple(shape)}, axis {sampling.get('axis')}")
+        total = sum(self.class_voxels) or 1
+        names = a.get("class_names") or [str(i) for i in range(len(self.class_voxels))]
+        freqs = ", ".join(f"{names[i] if i < len(names) else i} {100 * v / total:.2f}%"
+                          for i, v in enumerate(self.class_voxels))
+        lines.append(f"  class voxel frequency: {freqs}")
+        if self.intensity:
+            i = self.intensity
+            lines.append(f"  intensity: mean {i['mean']:.3f}, std {i['std']:.3f}, min {i['min']:.3f}, "
+                         f"max {i['max']:.3f}")
+        counts = sorted(self.per_case.items())
+        lines.append("  samples per case: " + ", ".join(f"{c} {n}" for c, n in counts))
+        skipped = a.get("skipped") or []
+        if skipped:
+            lines.append(f"  skipped cases ({len(skipped)}): " + ", ".join(s["case_id"] for s in skipped))
+        lines.extend(f"  problem: {p}" for p in self.problems)
+        return "\n".join(lines)
+
+
+def _layout_problems(handle: h5py.File, attrs: dict[str, Any]) -> list[str]:
+    problems = [f"missing dataset '{name}'" for name in DATASETS if name not in handle and name != "positions"]
+    if problems:
+        return problems
+    images, labels = handle["images"], handle["labels"]
+    rank = 2 if attrs.get("mode") == "2d" else 3
+    if images.dtype != np.float32:
+        problems.append(f"images are {images.dtype}, expected float32")
+    if labels.dtype != np.uint8:
+        problems.append(f"labels are {labels.dtype}, expected uint8")
+    if images.ndim != rank + 2 or images.shape[-1] != 1:
+        problems.append(f"images have shape {images.shape}, expected (N, {rank} spatial sides, 1)")
+    if labels.ndim != rank + 1 or labels.shape[1:] != images.shape[1:-1]:
+        problems.append(f"labels have shape {labels.shape}, not matching images {images.shape}")
+    lengths = {name: handle[name].shape[0] for name in DATASETS if name in handle}
+    if len(set(lengths.values())) > 1:
+        problems.append(f"datasets have different lengths: {lengths}")
+    n_classes = attrs.get("n_classes")
+    if not isinstance(n_classes, int) or n_classes < 2:
+        problems.append(f"attribute n_classes is {n_classes!r}, expected an integer >= 2")
+    elif len(attrs.get("class_names") or []) != n_classes:
+        problems.append(f"{len(attrs.get('class_names') or [])} class names for {n_classes} classes")
+    return problems
+
+
+def check_cube(path: Path | str) -> CubeReport:
+    """Validate layout, dtypes, lengths, finite values and label range, streaming the samples in blocks."""
+    path = Path(path)
+    attrs = read_attrs(path)
+    if attrs.get("format") != CUBE_FORMAT:
+        raise UserError(f"'{path}' is not a spine_keras cube")
+    report = CubeReport(path, attrs, [])
+    try:
+        with h5py.File(path, "r") as handle:
+            report.problems = _layout_problems(handle, attrs)
+            if report.problems:
+                return report
+            _scan(handle, attrs, report)
+    except OSError as exc:
+        report.problems.append(f"cannot read the samples ({exc}); the file is truncated or corrupt")
+    return report
+
+
+def _scan(handle: h5py.File, attrs: dict[str, Any], report: CubeReport) -> None:
+    images, labels = handle["images"], handle["labels"]
+    n = images.shape[0]
+    n_classes = int(attrs["n_classes"])
+    case_ids = handle["case_ids"].asstr()[:]
+    augmented = handle["augmented"][:]
+    report.samples, report.originals = n, int(np.count_nonzero(augmented == 0))
+    report.per_case = dict(collections.Counter(case_ids.tolist()))
+    counts = np.zeros(256, np.int64)
+    total, total_sq, voxels = 0.0, 0.0, 0
+    low, high = np.inf, -np.inf
+    bad_values = bad_labels = 0
+    for start in range(0, n, BLOCK):
+        block = images[start: start + BLOCK]
+        finite = np.isfinite(block)
+        bad_values += int(block.size - np.count_nonzero(finite))
+        values = block[finite].astype(np.float64)
+        total += float(values.sum())
+        total_sq += float(np.square(values).sum())
+        voxels += values.size
+        if values.size:
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+        counts += np.bincount(labels[start: start + BLOCK].ravel(), minlength=256)
+    bad_labels = int(counts[n_classes:].sum())
+    if bad_values:
+        report.problems.append(f"{bad_values} image values are NaN or infinite")
+    if bad_labels:
+        report.problems.append(f"{bad_labels} label voxels hold ids >= n_classes ({n_classes}): "
+                               f"{np.nonzero(counts[n_classes:])[0] + n_classes}")
+    if n == 0:
+        report.problems.append("the cube holds no samples")
+    report.class_voxels = counts[:n_classes].tolist()
+    if voxels:
+        mean = total / voxels
+        report.intensity = {"mean": mean, "std": float(np.sqrt(max(total_sq / voxels - mean ** 2, 0.0))),
+                            "min": low, "max": high}
+
+
+def montage(path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, seed: int = 0) -> Path:
+    """Draw random original samples with their label overlaid, each beside up to `copies` augmented copies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spine_keras.io import atomic_path
+
+    png = Path(png)
+    with h5py.File(path, "r") as handle:
+        case_ids = handle["case_ids"].asstr()[:]
+        augmented = handle["augmented"][:]
+        positions = handle["positions"][:] if "positions" in handle else np.arange(len(case_ids))
+        originals = np.nonzero(augmented == 0)[0]
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(originals, size=min(rows, len(originals)), replace=False))
+        n_classes = int(read_attrs(path)["n_classes"])
+        cols = 1 + min(copies, int(augmented.max(initial=0)))
+        fig, axes = plt.subplots(len(chosen), cols, figsize=(2.6 * cols, 2.6 * len(chosen)), squeeze=False)
+        for row, index in enumerate(chosen):
+            same = np.nonzero((case_ids == case_ids[index]) & (positions == positions[index]))[0]
+            for col, sample in enumerate(same[:cols]):
+                image, label = handle["images"][sample][..., 0], handle["labels"][sample]
+                if image.ndim == 3:  # 3D: show the middle slice of the last axis
+                    image, label = image[..., image.shape[-1] // 2], label[..., label.shape[-1] // 2]
+                ax = axes[row, col]
+                ax.imshow(image, cmap="gray")
+                ax.imshow(np.ma.masked_equal(label, 0), cmap="jet", alpha=0.4, vmin=0, vmax=max(1, n_classes - 1),
+                          interpolation="nearest")
+                ax.set_title(f"{case_ids[sample]} #{positions[sample]}" + (f" aug {augmented[sample]}"
+                                                                            if augmented[sample] else ""), fontsize=7)
+            for ax in axes[row]:
+                ax.axis("off")
+        fig.tight_layout()
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
+        plt.close(fig)
+    return png

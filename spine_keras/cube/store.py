@@ -1,0 +1,152 @@
+"""The cube's HDF5 layout: writing samples one chunk each, atomically, and reading the attributes back.
+
+Datasets: `images` float32 (N,H,W,1) or (N,D,H,W,1); `labels` uint8 (N,H,W) or (N,D,H,W); `case_ids` (N,)
+UTF-8 strings; `augmented` (N,) int16 copy index (0 = original); `positions` (N,) int32 slice index or patch
+number within the case. Scalar attributes are native HDF5; structured ones (lists, dicts) are JSON strings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from spine_keras.errors import UserError
+
+CUBE_FORMAT = "spine_keras.cube/1"
+DATASETS = ("images", "labels", "case_ids", "augmented", "positions")
+JSON_ATTRS = ("class_names", "spacing", "label_map", "normalization", "augment", "preprocess", "sampling",
+              "skipped", "config")
+COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+
+
+class CubeWriter:
+    """Appends samples to an open HDF5 file, one compressed chunk per sample, growing as it goes."""
+
+    def __init__(self, handle: h5py.File, sample_shape: tuple[int, ...]):
+        self.handle = handle
+        self.sample_shape = tuple(sample_shape)
+        self.count = 0
+        handle.create_dataset("images", shape=(0, *sample_shape, 1), maxshape=(None, *sample_shape, 1),
+                              dtype=np.float32, chunks=(1, *sample_shape, 1), **COMPRESSION)
+        handle.create_dataset("labels", shape=(0, *sample_shape), maxshape=(None, *sample_shape),
+                              dtype=np.uint8, chunks=(1, *sample_shape), **COMPRESSION)
+        handle.create_dataset("case_ids", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"),
+                              chunks=(1024,))
+        handle.create_dataset("augmented", shape=(0,), maxshape=(None,), dtype=np.int16, chunks=(1024,))
+        handle.create_dataset("positions", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(1024,))
+
+    def append(self, images: np.ndarray, labels: np.ndarray, case_id: str, augmented: np.ndarray,
+               positions: np.ndarray) -> None:
+        """Append a batch of samples of one case: images (n, *shape) float32, labels (n, *shape) uint8."""
+        n = int(images.shape[0])
+        if n == 0:
+            return
+        start, stop = self.count, self.count + n
+        for name in DATASETS:
+            self.handle[name].resize((stop,) + self.handle[name].shape[1:])
+        self.handle["images"][start:stop] = images.reshape((n, *self.sample_shape, 1)).astype(np.float32, copy=False)
+        self.handle["labels"][start:stop] = labels.astype(np.uint8, copy=False)
+        self.handle["case_ids"][start:stop] = [case_id] * n
+        self.handle["augmented"][start:stop] = augmented
+        self.handle["positions"][start:stop] = positions
+        self.count = stop
+
+
+def write_attrs(handle: h5py.File, attrs: dict[str, Any]) -> None:
+    """Write root attributes: structured values as JSON strings, scalars natively."""
+    for key, value in attrs.items():
+        if key in JSON_ATTRS:
+            handle.attrs[key] = json.dumps(value)
+        elif value is None:
+            handle.attrs[key] = "null"
+        else:
+            handle.attrs[key] = value
+
+
+def read_attrs(path: Path | str) -> dict[str, Any]:
+    """The cube's root attributes as Python values (JSON ones decoded); UserError for a non-cube file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"cube '{path}' not found; build one with `spine-make-cube LIST -o {path}`")
+    try:
+        with h5py.File(path, "r") as handle:
+            raw = dict(handle.attrs)
+            missing = [name for name in ("images", "labels") if name not in handle]
+    except OSError as exc:
+        raise UserError(f"'{path}' is not a readable HDF5 file ({exc}); rebuild it with spine-make-cube") from exc
+    if raw.get("format") != CUBE_FORMAT or missing:
+        raise UserError(f"'{path}' is not a spine_keras cube (format attribute {raw.get('format')!r}"
+                        f"{', missing ' + ', '.join(missing) if missing else ''})")
+    attrs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if key in JSON_ATTRS and isinstance(value, str):
+            value = json.loads(value)
+        attrs[key] = value
+    return attrs
+
+
+def temp_path_for(target: Path) -> Path:
+    """A hidden temporary file beside `target`, tagged with this process id (stale ones can be found)."""
+    return target.parent / f".{target.name}.{os.getpid()}.tmp"
+
+
+def remove_stale_temps(target: Path) -> None:
+    """Delete temporaries left beside `target` by builds that were killed (their process no longer runs)."""
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2: -len(".tmp")]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_cube_arrays(path: Path | str, images: np.ndarray, labels: np.ndarray, case_ids: list[str],
+                      augmented: np.ndarray | None = None, **attrs: Any) -> Path:
+    """Write a small cube from in-memory arrays (tests, notebooks); the builder streams instead.
+
+    `images` may omit the trailing channel axis. Attributes default from the arrays: mode from the rank,
+    n_classes from the largest label, generic class names.
+    """
+    path = Path(path)
+    labels = np.asarray(labels, dtype=np.uint8)
+    images = np.asarray(images, dtype=np.float32).reshape(labels.shape + (1,))
+    n = labels.shape[0]
+    n_classes = int(attrs.pop("n_classes", int(labels.max()) + 1 if labels.size else 2))
+    defaults: dict[str, Any] = {
+        "format": CUBE_FORMAT, "mode": f"{labels.ndim - 1}d", "n_classes": n_classes,
+        "class_names": ["background"] + [f"class_{i}" for i in range(1, n_classes)],
+        "spacing": None, "label_map": None, "normalization": "zscore", "augment": None, "seed": 0,
+        "source_list": "", "spine_keras_version": _version(), "skipped": [],
+    }
+    defaults.update(attrs)
+    with h5py.File(path, "w") as handle:
+        writer = CubeWriter(handle, labels.shape[1:])
+        aug = np.zeros(n, np.int16) if augmented is None else np.asarray(augmented, np.int16)
+        for case in dict.fromkeys(case_ids):
+            index = np.array([i for i, c in enumerate(case_ids) if c == case])
+            writer.append(images[index], labels[index], case, aug[index], index.astype(np.int32))
+        write_attrs(handle, defaults)
+    return path
+
+
+def _version() -> str:
+    from spine_keras import __version__
+
+    return __version__

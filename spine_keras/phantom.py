@@ -1,0 +1,71 @@
+"""A synthetic lumbar-spine phantom (vertebral bodies, discs, canal, noise, bias field) for the demo and tests.
+
+Axes follow the shared data: 0 = superior->inferior, 1 = anterior->posterior, 2 = left->right (sagittal
+slice index), 1 mm voxels. Labels are semantic: 0 background, 1 vertebral body, 2 intervertebral disc.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from spine_keras.io import Volume, write_volume
+
+CLASS_NAMES = ["background", "vertebra", "disc"]
+DEFAULT_SHAPE = (160, 112, 40)
+
+
+def make_phantom(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic T2-like exam: (image uint16, label uint8), varying with `seed` in size, curve and contrast."""
+    rng = np.random.default_rng(seed)
+    si, ap, lr = (np.arange(n, dtype=np.float32) for n in shape)
+    z, y, x = np.meshgrid(si, ap, lr, indexing="ij")
+    label = np.zeros(shape, np.uint8)
+    canal = np.zeros(shape, bool)
+    body_h, disc_h = rng.uniform(20, 26), rng.uniform(7, 10)
+    depth, width = rng.uniform(28, 36), rng.uniform(26, 32)
+    curve = rng.uniform(4, 10)
+    centre_lr = shape[2] / 2 + rng.uniform(-2, 2)
+    top = rng.uniform(4, 12)
+    front = shape[1] * 0.3 + curve * np.sin(np.pi * z / shape[0])  # lordosis: bodies bow anteriorly
+    while top + body_h < shape[0] - 2:
+        in_body = (z >= top) & (z < top + body_h)
+        body = in_body & (((y - front - depth / 2) / (depth / 2)) ** 2 + ((x - centre_lr) / (width / 2)) ** 2 <= 1)
+        label[body] = 1
+        disc_top = top + body_h
+        in_disc = (z >= disc_top) & (z < disc_top + disc_h)
+        disc = in_disc & (((y - front - depth / 2) / (depth / 2 * 0.95)) ** 2
+                          + ((x - centre_lr) / (width / 2 * 0.95)) ** 2 <= 1)
+        label[disc & (label == 0)] = 2
+        top = disc_top + disc_h
+    canal |= ((y - front - depth - 9) / 7) ** 2 + ((x - centre_lr) / 8) ** 2 <= 1
+    image = np.full(shape, 0.25, np.float32)
+    image[label == 1] = rng.uniform(0.45, 0.55)
+    image[label == 2] = rng.uniform(0.75, 0.85)
+    image[canal & (label == 0)] = 0.95
+    image = ndimage.gaussian_filter(image, 0.8)
+    bias = 1 + 0.3 * np.sin(np.pi * z / shape[0] + rng.uniform(0, np.pi)) * np.cos(np.pi * y / shape[1])
+    image = image * bias + rng.normal(0, 0.04, shape).astype(np.float32)
+    return np.clip(image * 1000, 0, 4095).astype(np.uint16), label
+
+
+def write_demo(out_dir: Path | str, list_path: Path | str, cases: int = 6, seed: int = 0,
+               shape: tuple[int, int, int] = DEFAULT_SHAPE) -> Path:
+    """Write `cases` phantom NRRD pairs into `out_dir` and an `image,label` list naming them."""
+    out_dir, list_path = Path(out_dir), Path(list_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    list_path.parent.mkdir(parents=True, exist_ok=True)
+    geometry = {"spacing": (1.0, 1.0, 1.0), "origin": (0.0, 0.0, 0.0), "direction": np.eye(3)}
+    lines = ["# synthetic lumbar phantom written by spine-phantom; classes: " + ",".join(CLASS_NAMES)]
+    for case in range(cases):
+        image, label = make_phantom(seed * 1000 + case, shape)
+        stem = out_dir / f"phantom_{case:02d}"
+        write_volume(Volume(image, **geometry), f"{stem}_image.nrrd")
+        write_volume(Volume(label, **geometry), f"{stem}_label.nrrd")
+        rel = os.path.relpath(stem, list_path.parent.resolve())
+        lines.append(f"{rel}_image.nrrd,{rel}_label.nrrd")
+    list_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return list_path
