@@ -99,7 +99,7 @@ def parse_list(list_path: Path | str, require_label: bool = True) -> list[ListEn
         expected = "'image,label'" if require_label else "'image' or 'image,label'"
         if len(fields) > 2 or (require_label and len(fields) != 2) or any(not f for f in fields):
             raise UserError(f"{where}: malformed line '{raw.strip()}'; expected {expected}")
-        paths = [Path(f) if Path(f).is_absolute() else base / f for f in fields]
+        paths = [Path(os.path.normpath(f if Path(f).is_absolute() else base / f)) for f in fields]
         for path in paths:
             if suffix_of(path) not in SUPPORTED_SUFFIXES:
                 raise UserError(f"{where}: unsupported file type '{path.name}'; use one of "

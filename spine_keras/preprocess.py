@@ -117,7 +117,8 @@ class LabelMap:
         if not np.issubdtype(label.dtype, np.integer):
             if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
                 raise CaseError("label map holds non-integer values; give an integer label volume")
-        values = np.unique(label)
+        small = label.dtype in (np.uint8, np.uint16)
+        values = np.flatnonzero(np.bincount(label.ravel())) if small else np.unique(label)
         if values.size and values[0] < 0:
             raise CaseError(f"label map holds negative id {int(values[0])}")
         ids = values.astype(np.int64)
@@ -134,6 +135,8 @@ class LabelMap:
         if unmapped.size:
             raise CaseError(f"label ids {unmapped.tolist()} are not covered by --label-map '{self.spec}'; "
                             "add a rule for them (map to 0 to drop them, or '*:0')")
+        if small:  # index with the label itself: no int64 copy of the volume
+            return np.clip(table, 0, 255).astype(np.uint8)[label]
         return table[label.astype(np.int64)].astype(np.uint8)
 
 

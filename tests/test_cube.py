@@ -88,8 +88,8 @@ def test_resample_and_roi_crop(pair_list, tmp_path: Path) -> None:
     attrs = read_attrs(cube)
     assert attrs["spacing"] == [1.0, 1.0, 1.0] and attrs["preprocess"]["crop_roi_mm"] == 2
     with h5py.File(cube) as f:
-        # the label boxes span 3 voxels at 1 mm along axis 2, plus 2 mm margins: 3 + 4 = 7 slices
-        assert f["labels"].shape[0] == 7
+        # the label boxes cover slices 3..6 along axis 2 (1 mm), plus 2 mm margins: 4 + 2 * 2 = 8 slices
+        assert f["labels"].shape[0] == 8
 
 
 def test_real_mri_2d_and_3d(shared_mri: Path, tmp_path: Path) -> None:

@@ -102,11 +102,13 @@ class AugmentParams:
     intensity_shift: float = 0.0
 
     def __post_init__(self) -> None:
-        self.rotation, self.zoom, self.shift = (tuple(float(v) for v in t) for t in (self.rotation, self.zoom, self.shift))
+        self.rotation, self.zoom, self.shift = (tuple(map(float, t)) for t in (self.rotation, self.zoom, self.shift))
         self.flip = tuple(int(a) for a in self.flip)
-        if self.ndim not in (2, 3) or len(self.shift) != self.ndim or len(self.rotation) != (1 if self.ndim == 2 else 3):
+        ndim = self.ndim
+        if (ndim not in (2, 3) or len(self.shift) != ndim or len(self.rotation) != (1 if ndim == 2 else 3)
+                or any(not 0 <= a < ndim for a in self.flip)):
             raise ValueError(f"inconsistent augmentation parameters: rotation {self.rotation}, zoom {self.zoom}, "
-                             f"shift {self.shift} (2D: 1 angle and 2 axes; 3D: 3 angles and 3 axes)")
+                             f"shift {self.shift}, flip {self.flip} (2D: 1 angle, 2 axes; 3D: 3 angles, 3 axes)")
 
     @property
     def ndim(self) -> int:
@@ -150,7 +152,8 @@ def sample_params(config: AugmentConfig, spatial_shape: tuple[int, ...], rng: np
     zoom = _draw(rng, *config.zoom)
     flips = rng.random(len(axes)) < config.flip_prob
     shift = tuple(_draw(rng, -config.shift, config.shift) for _ in range(ndim))
-    noise, noise_std, noise_seed = rng.random() < config.noise_prob, _draw(rng, *config.noise_std), int(rng.integers(2**63))
+    noise, noise_std = rng.random() < config.noise_prob, _draw(rng, *config.noise_std)
+    noise_seed = int(rng.integers(2**63))
     blur, blur_sigma = rng.random() < config.blur_prob, _draw(rng, *config.blur_sigma)
     intensity = rng.random() < config.intensity_prob
     scale, offset = _draw(rng, *config.intensity_scale), _draw(rng, *config.intensity_shift)

@@ -36,13 +36,13 @@ class CubeReport:
     def summary(self) -> str:
         """Human-readable summary, one fact a line."""
         a = self.attrs
-        shape = None
+        norm = a.get("normalization")
         lines = [f"cube {self.path}: {'OK' if self.ok else 'INVALID'}",
                  f"  mode {a.get('mode')}, {self.samples} samples ({self.originals} originals, "
                  f"{self.samples - self.originals} augmented), {len(self.per_case)} cases",
                  f"  classes ({a.get('n_classes')}): {', '.join(a.get('class_names') or [])}",
                  f"  label map {a.get('label_map')!r}, spacing {a.get('spacing')}, normalization "
-                 f"{(a.get('normalization') or {}).get('method', a.get('normalization'))}, seed {a.get('seed')}"]
+                 f"{norm.get('method') if isinstance(norm, dict) else norm}, seed {a.get('seed')}"]
         sampling = a.get("sampling") or {}
         shape = sampling.get("shape")
         if shape:

@@ -102,8 +102,10 @@ def load_case(entry: ListEntry) -> tuple[Volume, Volume]:
 
 
 def _slices(image: np.ndarray, label: np.ndarray, sampling: SamplingConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    for k in range(image.shape[sampling.axis]):
-        yield k, np.take(image, k, axis=sampling.axis), np.take(label, k, axis=sampling.axis)
+    image = np.ascontiguousarray(np.moveaxis(image, sampling.axis, 0))  # one copy, then cheap slices
+    label = np.ascontiguousarray(np.moveaxis(label, sampling.axis, 0))
+    for k in range(image.shape[0]):
+        yield k, image[k], label[k]
 
 
 def _patch_starts(size: int, patch: int, stride: int) -> list[int]:

@@ -132,7 +132,8 @@ def write_cube_arrays(path: Path | str, images: np.ndarray, labels: np.ndarray, 
     defaults: dict[str, Any] = {
         "format": CUBE_FORMAT, "mode": f"{labels.ndim - 1}d", "n_classes": n_classes,
         "class_names": ["background"] + [f"class_{i}" for i in range(1, n_classes)],
-        "spacing": None, "label_map": None, "normalization": "zscore", "augment": None, "seed": 0,
+        "spacing": None, "label_map": None,
+        "normalization": {"method": "zscore", "percentiles": [0.5, 99.5]}, "augment": None, "seed": 0,
         "source_list": "", "spine_keras_version": _version(), "skipped": [],
     }
     defaults.update(attrs)

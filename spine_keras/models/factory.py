@@ -33,7 +33,7 @@ def inference_model(model: keras.Model) -> keras.Model:
     """`model` reduced to its main `seg` output, sharing its weights (for export and prediction)."""
     if len(model.outputs) == 1:
         return model
-    return keras.Model(model.inputs, model.get_layer(MAIN_OUTPUT).output, name=f"{model.name}_inference")
+    return keras.Model(model.input, model.get_layer(MAIN_OUTPUT).output, name=f"{model.name}_inference")
 
 
 def attention_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -47,7 +47,7 @@ def attention_model(model: keras.Model) -> keras.Model:
     gates = attention_layers(model)
     if not gates:
         raise UserError(f"model {model.name!r} has no attention gates (use uad, uamd or uvad)")
-    return keras.Model(model.inputs, [layer.output for layer in gates], name=f"{model.name}_attention")
+    return keras.Model(model.input, [layer.output for layer in gates], name=f"{model.name}_attention")
 
 
 def attention_maps(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:

@@ -26,11 +26,8 @@ def _step(layer: keras.layers.Layer, rf: float, jump: float) -> tuple[float, flo
     return rf, jump
 
 
-def receptive_field(model: keras.Model, output: str = "seg") -> int:
-    """Theoretical receptive field (pixels per axis) of `output`, from kernels, strides and upsampling.
-
-    Merges take the widest branch; normalization statistics are ignored.
-    """
+def _walk(model: keras.Model) -> dict[int, tuple[float, float]]:
+    """Receptive field and feature stride of every tensor of `model`, keyed by tensor id."""
     known: dict[int, tuple[float, float]] = {id(t): (1.0, 1.0) for t in model.inputs}
     pending = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     while pending:
@@ -40,10 +37,20 @@ def receptive_field(model: keras.Model, output: str = "seg") -> int:
                 rf = max(known[id(t)][0] for t in ins)
                 known[id(layer.output)] = _step(layer, rf, known[id(ins[0])][1])
                 pending.remove(layer)
-    return round(known[id(model.get_layer(output).output)][0])
+    return known
+
+
+def receptive_field(model: keras.Model, output: str = "seg") -> int:
+    """Theoretical receptive field (pixels per axis) of `output`, from kernels, strides and upsampling.
+
+    Merges take the widest branch; normalization statistics are ignored.
+    """
+    return round(_walk(model)[id(model.get_layer(output).output)][0])
 
 
 def describe(model: keras.Model) -> dict:
-    """Parameters, output names and receptive field of `model`, for tables."""
+    """Parameters, output names, depth (2x poolings down to the coarsest level) and receptive field of `model`."""
+    known = _walk(model)
+    coarsest = max(jump for _, jump in known.values())
     return {"params": model.count_params(), "outputs": list(model.output_names),
-            "receptive_field": receptive_field(model)}
+            "depth": round(math.log2(coarsest)), "receptive_field": round(known[id(model.get_layer("seg").output)][0])}

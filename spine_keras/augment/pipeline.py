@@ -1,0 +1,62 @@
+"""apply (deterministic, from parameters) and augment (draw, then apply) on one 2D or 3D sample."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spine_keras.augment import intensity
+from spine_keras.augment.config import AugmentConfig, AugmentParams, sample_params
+from spine_keras.augment.geometry import affine_matrix, resample
+
+
+def _spatial(array: np.ndarray, ndim: int, name: str) -> np.ndarray:
+    """Drop a trailing channel axis of size 1, so only the spatial axes are transformed."""
+    if array.ndim == ndim + 1 and array.shape[-1] == 1:
+        return array[..., 0]
+    if array.ndim != ndim:
+        raise ValueError(f"{name} of shape {array.shape} is not a {ndim}D sample (optionally with one channel)")
+    return array
+
+
+def spatial_shape(image: np.ndarray, label: np.ndarray | None = None) -> tuple[int, ...]:
+    """The sample's spatial shape: the label's, else the image's less a trailing channel axis of size 1."""
+    if label is not None:
+        return tuple(label.shape[:-1] if label.ndim == 4 or (label.ndim == 3 and label.shape[-1] == 1) else label.shape)
+    return tuple(image.shape[:-1] if image.ndim == 4 or (image.ndim == 3 and image.shape[-1] == 1) else image.shape)
+
+
+def apply(image: np.ndarray, label: np.ndarray | None, params: AugmentParams) -> tuple[np.ndarray, np.ndarray | None]:
+    """Augment one sample with given parameters: one affine pass (image linear, label nearest), then intensity.
+
+    Shapes and dtypes are kept (a trailing channel axis of size 1 too); the inputs are never modified. Outside
+    the field of view the image gets params.fill_value (None: its minimum) and the label 0 (background).
+    """
+    if not np.issubdtype(image.dtype, np.floating):
+        raise TypeError(f"image must be floating point, got {image.dtype}")
+    if label is not None and not np.issubdtype(label.dtype, np.integer):
+        raise TypeError(f"label must be integer, got {label.dtype}")
+    img = _spatial(image, params.ndim, "image")
+    lab = None if label is None else _spatial(label, params.ndim, "label")
+    if lab is not None and lab.shape != img.shape:
+        raise ValueError(f"label shape {label.shape} does not match image shape {image.shape}")
+    if params.spatial_identity:
+        out = np.flip(img, params.flip).copy()
+        out_label = None if lab is None else np.flip(lab, params.flip).copy()
+    else:
+        inverse = np.linalg.inv(affine_matrix(params, img.shape))
+        fill = float(img.min()) if params.fill_value is None else params.fill_value
+        out = resample(img, inverse, 1, fill)
+        out_label = None if lab is None else resample(lab, inverse, 0, 0)
+    if params.blur_sigma > 0:
+        out = intensity.blur(out, params.blur_sigma)
+    if params.noise_std > 0:
+        out += intensity.gaussian_noise(out.shape, params.noise_std, params.noise_seed).astype(out.dtype, copy=False)
+    if params.intensity_scale != 1.0 or params.intensity_shift != 0.0:
+        intensity.rescale(out, params.intensity_scale, params.intensity_shift)
+    return out.reshape(image.shape), None if out_label is None else out_label.reshape(label.shape)
+
+
+def augment(image: np.ndarray, label: np.ndarray | None, config: AugmentConfig,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """Draw parameters from `config` with `rng` and apply them (the on-the-fly entry point)."""
+    return apply(image, label, sample_params(config, spatial_shape(image, label), rng))

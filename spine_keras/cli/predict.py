@@ -1,0 +1,47 @@
+"""`spine-predict MODEL INPUT... [-o OUT_DIR]`: segment volumes (NRRD, NIfTI, MHA) or list files with a
+trained model; label maps are written in each input's geometry, with Dice/IoU when ground truth is given."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from spine_keras.cli import EXIT_USER_ERROR, user_errors_exit_2
+from spine_keras.predict import PredictOptions, load_segmenter, predict_inputs
+from spine_keras.predict.run import FORMATS
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spine-predict", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="run folder, k-fold run root (folds are averaged), .keras file, "
+                                 "exported SavedModel folder or export folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="volumes (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd) or list files (image[,label] a line)")
+    p.add_argument("-o", "--out-dir", default="predictions", help="output folder")
+    p.add_argument("--label", action="append", default=[], metavar="PATH",
+                   help="ground truth for the volume INPUTs, once per volume in the same order: Dice/IoU table + CSV")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows or slices per model call")
+    p.add_argument("--tta", action="store_true", help="average over all flips of the spatial axes")
+    p.add_argument("--probabilities", action="store_true", help="also write per-class probability maps (_prob)")
+    p.add_argument("--format", choices=sorted(FORMATS), default=None, help="output format (default: the input's)")
+    return p
+
+
+@user_errors_exit_2
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    options = PredictOptions(out_dir=args.out_dir, overlap=args.overlap, batch_size=args.batch_size,
+                             probabilities=args.probabilities, format=args.format)
+    segmenter = load_segmenter(args.model, tta=args.tta)
+    report = predict_inputs(segmenter, args.inputs, args.label, options)
+    if report.table:
+        print(report.table)
+        print(f"metrics -> {report.metrics_csv}")
+    for failure in report.failures:
+        print(f"error: {failure}", file=sys.stderr)
+    if report.failures:
+        print(f"{len(report.failures)} input(s) failed, {len(report.outputs)} segmented", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0

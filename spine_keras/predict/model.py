@@ -1,0 +1,138 @@
+"""Load a trained model for prediction: run folder, k-fold run, `.keras` file, exported SavedModel or export folder.
+
+Every form becomes a `Segmenter`: the bundle metadata plus a function from a float32 batch to class
+probabilities, with optional flip test-time augmentation and fold ensembling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from spine_keras.bundle import read_metadata
+from spine_keras.errors import UserError
+
+RUN_MODEL_FILES = ("best.keras", "last.keras")
+SAVED_MODEL_DIR = "saved_model"
+EXPORT_KERAS_NAME = "model.keras"
+# Metadata that must agree between the folds of an ensemble.
+SHARED_KEYS = ("mode", "axis", "input_shape", "n_classes", "preprocess", "sampling", "label_map")
+
+BatchFn = Callable[[np.ndarray], np.ndarray]
+
+
+def outputs_logits(metadata: dict[str, Any]) -> bool:
+    """Whether the bundle's model ends without softmax (built with final_activation 'none')."""
+    config = metadata.get("model") or {}
+    if "final_activation" not in config:
+        return False
+    value = config["final_activation"]
+    return value is None or str(value).strip().lower() == "none"
+
+
+def load_keras_model(path: Path):
+    """The inference view (main `seg` output only) of a `.keras` file; spine_keras layers are registered first."""
+    import keras
+
+    from spine_keras.models import inference_model
+
+    try:
+        model = keras.saving.load_model(str(path), compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for unreadable files
+        raise UserError(f"cannot load model '{path}' ({type(exc).__name__}: {exc})") from exc
+    return inference_model(model)
+
+
+def _keras_fn(path: Path, metadata: dict[str, Any]) -> BatchFn:
+    import tensorflow as tf
+
+    model = load_keras_model(path)
+    logits = outputs_logits(metadata)
+    spec = tf.TensorSpec([None, *metadata["input_shape"]], tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def call(batch):
+        out = model(batch, training=False)
+        return tf.nn.softmax(out, axis=-1) if logits else out
+
+    return lambda batch: call(tf.constant(batch, tf.float32)).numpy()
+
+
+def _saved_model_fn(path: Path) -> BatchFn:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for unreadable folders
+        raise UserError(f"cannot load SavedModel '{path}' ({type(exc).__name__}: {exc})") from exc
+    if not hasattr(loaded, "serve"):
+        raise UserError(f"SavedModel '{path}' has no 'serve' endpoint; export it with scripts/export.py")
+    return lambda batch: loaded.serve(tf.constant(batch, tf.float32))["probabilities"].numpy()
+
+
+def _resolve(path: Path) -> list[tuple[str, Path, Path]]:
+    """(kind, model path, metadata path) for each model a path names; folds of a k-fold run give several."""
+    if path.is_file() and path.suffix == ".keras":
+        return [("keras", path, path)]
+    if not path.is_dir():
+        raise UserError(f"model '{path}' not found; give a run folder, a .keras file or an exported SavedModel")
+    if (path / "saved_model.pb").is_file():
+        return [("saved_model", path, path)]
+    if (path / SAVED_MODEL_DIR / "saved_model.pb").is_file():
+        return [("saved_model", path / SAVED_MODEL_DIR, path)]
+    for name in RUN_MODEL_FILES + (EXPORT_KERAS_NAME,):
+        if (path / name).is_file():
+            return [("keras", path / name, path)]
+    folds = sorted((p for p in path.glob("fold_*") if p.is_dir()), key=lambda p: p.name)
+    if folds:
+        return [found for fold in folds for found in _resolve(fold)]
+    raise UserError(f"no model in '{path}': expected {', '.join(RUN_MODEL_FILES)}, saved_model.pb or fold_* folders")
+
+
+@dataclasses.dataclass
+class Segmenter:
+    """A loaded model (or fold ensemble) with its metadata; `predict(batch)` gives class probabilities."""
+
+    metadata: dict[str, Any]
+    fns: list[BatchFn]
+    tta: bool = False
+    source: str = ""
+
+    @property
+    def rank(self) -> int:
+        return len(self.metadata["input_shape"]) - 1
+
+    def _once(self, batch: np.ndarray) -> np.ndarray:
+        return sum(fn(batch) for fn in self.fns) / len(self.fns)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Mean class probabilities over the folds, and over all spatial flips when `tta` is on."""
+        batch = np.asarray(batch, np.float32)
+        if not self.tta:
+            return self._once(batch)
+        axes = range(1, self.rank + 1)
+        flips = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+        total = np.zeros(batch.shape[:-1] + (self.metadata["n_classes"],), np.float32)
+        for flip in flips:
+            out = self._once(np.flip(batch, flip) if flip else batch)
+            total += np.flip(out, flip) if flip else out
+        return total / len(flips)
+
+
+def load_segmenter(model_path: Path | str, tta: bool = False) -> Segmenter:
+    """Load MODEL as given on the command line, checking that ensemble folds share their preprocessing."""
+    path = Path(model_path)
+    found = _resolve(path)
+    metadatas = [read_metadata(meta_path) for _, _, meta_path in found]
+    for other, (_, model_file, _) in zip(metadatas[1:], found[1:]):
+        differing = [key for key in SHARED_KEYS if other.get(key) != metadatas[0].get(key)]
+        if differing:
+            raise UserError(f"folds of '{path}' disagree on {', '.join(differing)} ({model_file}); "
+                            "predict with one fold folder")
+    fns = [_keras_fn(file, meta) if kind == "keras" else _saved_model_fn(file)
+           for (kind, file, _), meta in zip(found, metadatas)]
+    return Segmenter(metadatas[0], fns, tta, str(path))

@@ -1,0 +1,48 @@
+"""The epoch loop: distributed steps driven by a Keras `CallbackList` (progress bar, history, checkpoints)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from spine_keras.train.step import Steps
+
+
+def make_evaluator(steps: Steps, iterator: Any, n_steps: int) -> Callable[[], tuple[np.ndarray, float]]:
+    """A function running one validation pass: (confusion matrix int64, mean loss over real samples)."""
+
+    def evaluate() -> tuple[np.ndarray, float]:
+        matrix = np.zeros((steps.n_classes, steps.n_classes), np.int64)
+        loss_sum = count = 0.0
+        for _ in range(n_steps):
+            step_matrix, step_loss, step_count = steps.evaluate(iterator)
+            matrix += step_matrix.numpy().astype(np.int64)
+            loss_sum, count = loss_sum + float(step_loss), count + float(step_count)
+        return matrix, loss_sum / max(count, 1.0)
+
+    return evaluate
+
+
+def fit(model: keras.Model, steps: Steps, iterator: Any, epochs: int, initial_epoch: int, steps_per_epoch: int,
+        callbacks: keras.callbacks.CallbackList, on_begin: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Train epochs [initial_epoch, epochs) of `steps_per_epoch` global steps; returns the last epoch's logs."""
+    model.stop_training = False
+    callbacks.on_train_begin()
+    on_begin()
+    logs: dict[str, Any] = {}
+    for epoch in range(initial_epoch, epochs):
+        callbacks.on_epoch_begin(epoch)
+        total = 0.0
+        for step in range(steps_per_epoch):
+            callbacks.on_train_batch_begin(step)
+            total += float(steps.train(iterator))
+            callbacks.on_train_batch_end(step, {"loss": total / (step + 1)})
+        logs = {"loss": total / steps_per_epoch,
+                "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))}
+        callbacks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callbacks.on_train_end(logs)
+    return logs

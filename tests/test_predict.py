@@ -1,0 +1,207 @@
+"""spine-predict: geometry restored exactly, seamless 3D windows, fold ensembles, metrics, bad inputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import make_pair
+from spine_keras.bundle import make_metadata, write_metadata
+from spine_keras.cli.predict import main
+from spine_keras.io import Volume, read_volume, write_volume
+from spine_keras.models import build_model
+from spine_keras.predict import load_segmenter
+from spine_keras.predict.metrics import case_scores, overall
+from spine_keras.preprocess import PreprocessConfig
+
+CLASSES = ["background", "vertebra", "disc"]
+SPACING = (0.9, 1.3, 2.5)
+ORIGIN = (-12.5, 30.25, 7.75)
+
+
+def rotation() -> np.ndarray:
+    """An oblique orthonormal direction matrix (30 degrees about z after 20 about x)."""
+    a, b = np.radians(30.0), np.radians(20.0)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return rz @ rx
+
+
+def write_bundle(folder: Path, model: keras.Model, mode: str, preprocess: PreprocessConfig | None = None,
+                 sampling: dict | None = None, label_map: str | None = None,
+                 class_names: list[str] = CLASSES) -> Path:
+    """A run folder as training leaves it: best.keras and spine_keras.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "best.keras")
+    write_metadata(make_metadata(arch="u1", mode=mode, input_shape=list(model.input_shape[1:]),
+                                 class_names=class_names, preprocess=(preprocess or PreprocessConfig()).to_dict(),
+                                 axis=2, label_map=label_map, model_config={}, preset={}, cube={},
+                                 sampling=sampling), folder)
+    return folder
+
+
+def constant_model(input_shape: tuple[int, ...], logits: list[float]) -> keras.Model:
+    """A model whose softmax output is the same everywhere, whatever the input."""
+    conv = keras.layers.Conv2D if len(input_shape) == 3 else keras.layers.Conv3D
+    inputs = keras.Input(input_shape)
+    scores = conv(len(logits), 1, kernel_initializer="zeros",
+                  bias_initializer=keras.initializers.Constant(logits))(inputs)
+    return keras.Model(inputs, keras.layers.Softmax(name="seg")(scores))
+
+
+@pytest.fixture(scope="module")
+def unet_run(tmp_path_factory) -> Path:
+    """A tiny untrained 2D U-Net bundle that resamples to 1.1 x 1.1 x 1.7 mm and resizes slices to 32 x 32."""
+    model = build_model("u1", (32, 32, 1), 3, filters=4, depth=2)
+    return write_bundle(tmp_path_factory.mktemp("run") / "unet", model, "2d", PreprocessConfig(spacing=(1.1, 1.1, 1.7)),
+                        {"mode": "2d", "axis": 2, "shape": [32, 32], "stride": None})
+
+
+def write_scan(path: Path, shape=(30, 26, 9), channels: int = 1, seed: int = 0) -> Volume:
+    """A random scan with oblique, anisotropic, off-origin geometry."""
+    rng = np.random.default_rng(seed)
+    array = rng.normal(100, 20, shape + ((channels,) if channels > 1 else ())).astype(np.float32)
+    volume = Volume(array, SPACING[: len(shape)], ORIGIN[: len(shape)], rotation()[: len(shape), : len(shape)])
+    write_volume(volume, path)
+    return volume
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz"])
+def test_prediction_has_the_input_geometry_exactly(unet_run, tmp_path, suffix):
+    scan = tmp_path / f"scan{suffix}"
+    write_scan(scan)
+    assert main([str(unet_run), str(scan), "-o", str(tmp_path / "out"), "--probabilities", "--tta"]) == 0
+    given = read_volume(scan)
+    for kind in ("seg", "prob"):
+        out = read_volume(tmp_path / "out" / f"scan_{kind}{suffix}")
+        assert out.shape == given.shape == (30, 26, 9)
+        assert out.spacing == given.spacing
+        assert out.origin == given.origin
+        np.testing.assert_array_equal(out.direction, given.direction)
+    labels = read_volume(tmp_path / "out" / f"scan_seg{suffix}").array
+    probabilities = read_volume(tmp_path / "out" / f"scan_prob{suffix}").array
+    assert labels.dtype == np.uint8 and labels.max() < 3 and probabilities.shape == (30, 26, 9, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_format_flag_converts_the_output(unet_run, tmp_path):
+    scan = tmp_path / "scan.nrrd"
+    write_scan(scan)
+    assert main([str(unet_run), str(scan), "-o", str(tmp_path / "out"), "--format", "nii.gz"]) == 0
+    out = read_volume(tmp_path / "out" / "scan_seg.nii.gz")
+    assert out.shape == (30, 26, 9)
+    np.testing.assert_allclose(out.spacing, SPACING, rtol=1e-6)
+    np.testing.assert_allclose(out.direction, rotation(), atol=1e-6)
+
+
+def test_3d_sliding_window_of_a_constant_model_is_constant(tmp_path):
+    model = constant_model((16, 16, 16, 1), [0.0, 1.0, 0.5])
+    run = write_bundle(tmp_path / "run3d", model, "3d", PreprocessConfig(spacing=(1.5, 1.5, 1.5), fit="pad"),
+                       {"mode": "3d", "axis": 2, "shape": [16, 16, 16], "stride": [8, 8, 8]})
+    scan = tmp_path / "scan.nrrd"
+    write_scan(scan, shape=(45, 33, 20))
+    assert main([str(run), str(scan), "-o", str(tmp_path / "out"), "--probabilities", "--overlap", "0.6"]) == 0
+    expected = np.exp([0.0, 1.0, 0.5]) / np.exp([0.0, 1.0, 0.5]).sum()
+    probabilities = read_volume(tmp_path / "out" / "scan_prob.nrrd").array
+    assert probabilities.shape == (45, 33, 20, 3)
+    np.testing.assert_allclose(probabilities, np.broadcast_to(expected, probabilities.shape), rtol=1e-5)
+    assert np.all(read_volume(tmp_path / "out" / "scan_seg.nrrd").array == 1)
+
+
+def test_kfold_run_averages_its_folds(tmp_path):
+    for fold, logits in enumerate(([0.0, 2.0, 0.0], [0.0, 0.0, 1.0])):
+        write_bundle(tmp_path / "kfold" / f"fold_{fold}", constant_model((16, 16, 1), logits), "2d")
+    segmenter = load_segmenter(tmp_path / "kfold")
+    softmax = [np.exp(v) / np.exp(v).sum() for v in ([0.0, 2.0, 0.0], [0.0, 0.0, 1.0])]
+    out = segmenter.predict(np.zeros((2, 16, 16, 1), np.float32))
+    np.testing.assert_allclose(out[1, 5, 7], (softmax[0] + softmax[1]) / 2, rtol=1e-6)
+
+
+def test_case_scores_match_hand_computed_values():
+    truth = np.array([0, 0, 1, 1, 1, 2, 2, 0])
+    pred = np.array([0, 1, 1, 1, 0, 2, 0, 0])
+    scores = case_scores("c", pred, truth, 4)
+    # class 0: |P|=4 |T|=3 hit=2; class 1: |P|=3 |T|=3 hit=2; class 2: |P|=1 |T|=2 hit=1; class 3 absent
+    np.testing.assert_allclose(scores.dice[:3], [4 / 7, 4 / 6, 2 / 3])
+    np.testing.assert_allclose(scores.iou[:3], [2 / 5, 2 / 4, 1 / 2])
+    assert np.isnan(scores.dice[3]) and np.isnan(scores.iou[3])
+    other = case_scores("d", np.array([3, 0]), np.array([3, 3]), 4)
+    mean = overall([scores, other])
+    np.testing.assert_allclose(mean.dice, [(4 / 7 + 0) / 2, 4 / 6, 2 / 3, 2 / 3])
+
+
+def test_label_metrics_table_and_csv(tmp_path, capsys):
+    run = write_bundle(tmp_path / "run", constant_model((16, 16, 1), [0.0, 3.0]), "2d", label_map="1-2:1",
+                       class_names=["background", "vertebra"])
+    images, truths = [], []
+    for i in range(2):
+        image, label = make_pair(tmp_path, f"case{i}", shape=(20, 18, 6 + i), seed=i)
+        images.append(image)
+        truths.append(label)
+    (tmp_path / "cases.txt").write_text(f"{images[1].name},{truths[1].name}\n")
+    rc = main([str(run), str(images[0]), str(tmp_path / "cases.txt"), "--label", str(truths[0]),
+               "-o", str(tmp_path / "out")])
+    assert rc == 0
+    # the model says "vertebra" everywhere: dice = 2|T|/(N+|T|), iou = |T|/N for vertebra, 0 for background
+    expected = {}
+    for i, truth in enumerate(truths):
+        label = read_volume(truth).array
+        fg, n = np.count_nonzero(label), label.size
+        expected[f"case{i}"] = {"vertebra": (2 * fg / (n + fg), fg / n), "background": (0.0, 0.0)}
+    expected["mean"] = {c: tuple(np.mean([expected[k][c][j] for k in ("case0", "case1")]) for j in range(2))
+                        for c in ("vertebra", "background")}
+    with open(tmp_path / "out" / "metrics.csv", newline="") as handle:
+        found = {(r["case"], r["class"]): (float(r["dice"]), float(r["iou"])) for r in csv.DictReader(handle)}
+    assert len(found) == 6
+    for case, classes in expected.items():
+        for name, values in classes.items():
+            np.testing.assert_allclose(found[(case, name)], values, atol=1e-6)
+    assert f"{expected['mean']['vertebra'][0]:7.4f}" in capsys.readouterr().out
+
+
+def test_bad_inputs_are_reported_and_the_rest_still_run(unet_run, tmp_path, capsys):
+    good = tmp_path / "good.nrrd"
+    write_scan(good)
+    corrupt = tmp_path / "corrupt.nrrd"
+    corrupt.write_bytes(b"NRRD0004\ntype: float\ngarbage\n")
+    write_scan(tmp_path / "rgb.nrrd", channels=2)
+    write_scan(tmp_path / "flat.nii.gz", shape=(30, 26))
+    (tmp_path / "scan.dcm").write_bytes(b"\0\1")
+    (tmp_path / "bad.txt").write_text("a.nrrd,b.nrrd,c.nrrd\n")
+    write_scan(tmp_path / "other.nrrd", shape=(12, 12, 4))
+    (tmp_path / "mismatch.txt").write_text("good.nrrd,other.nrrd\n")
+    inputs = ["good.nrrd", "missing.nrrd", "corrupt.nrrd", "rgb.nrrd", "flat.nii.gz", "scan.dcm", "bad.txt",
+              "mismatch.txt"]
+    rc = main([str(unet_run), *(str(tmp_path / name) for name in inputs), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert read_volume(tmp_path / "out" / "good_seg.nrrd").shape == (30, 26, 9)
+    assert "missing.nrrd' not found" in err
+    assert "cannot read" in err and "corrupt.nrrd" in err
+    assert "has 2 channel(s); the model expects 1" in err
+    assert "has 2 spatial dimensions; the model expects 3D volumes" in err
+    assert "scan.dcm': unsupported input type" in err
+    assert "bad.txt line 1: malformed line" in err
+    assert "label" in err and "other.nrrd' has shape (12, 12, 4)" in err
+    assert "7 input(s) failed, 1 segmented" in err
+    assert "Traceback" not in err
+
+
+def test_bad_model_or_flags_exit_2(unet_run, tmp_path, capsys):
+    scan = tmp_path / "scan.nrrd"
+    write_scan(scan)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "best.keras").write_bytes((unet_run / "best.keras").read_bytes())
+    assert main([str(bare), str(scan)]) == 2
+    assert "no spine_keras.json found" in capsys.readouterr().err
+    assert main([str(tmp_path / "nowhere"), str(scan)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main([str(unet_run), str(scan), "--label", str(scan), "--label", str(scan)]) == 2
+    assert "--label was given 2 time(s) for 1 volume input(s)" in capsys.readouterr().err
+    assert main([str(unet_run), str(scan), "--overlap", "1"]) == 2
+    assert "--overlap must lie in [0, 1)" in capsys.readouterr().err
