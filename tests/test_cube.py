@@ -109,3 +109,11 @@ def test_real_mri_2d_and_3d(shared_mri: Path, tmp_path: Path) -> None:
     with h5py.File(cube3d) as f:
         assert f["images"].shape == (2, 32, 64, 64, 1)
         assert f["labels"][:].max() == 1
+
+
+def test_augment_flags_reach_the_cube(pair_list, tmp_path: Path) -> None:
+    cube = build(pair_list(1), tmp_path / "c.h5", "--shape", "32,32", "--augment", "1", "--rotation", "5",
+                 "--zoom", "0.9,1.1", "--flip-prob", "0")
+    augment = read_attrs(cube)["augment"]
+    assert augment["rotation"] == 5.0 and list(augment["zoom"]) == [0.9, 1.1] and augment["flip_prob"] == 0.0
+    assert make_cube([str(pair_list(1)), "-o", str(tmp_path / "d.h5"), "--zoom", "2,1"]) == 2

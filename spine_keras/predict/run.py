@@ -48,7 +48,7 @@ class PredictOptions:
 class Job:
     """One volume to segment, with its optional ground truth."""
 
-    source: str
+    source: str  # "list.txt line 3" for list entries, "" for volumes given directly
     image: Path
     label: Path | None
     case_id: str
@@ -68,7 +68,7 @@ class Report:
 def _expand(path: Path, label: Path | None) -> list[Job]:
     """The jobs one INPUT names: itself if a volume, its lines if a list file."""
     if suffix_of(path) in SUPPORTED_SUFFIXES:
-        return [Job(str(path), path, label, case_id_from_path(path))]
+        return [Job("", path, label, case_id_from_path(path))]
     if path.suffix.lower() not in LIST_SUFFIXES:
         raise UserError(f"'{path}': unsupported input type; give a volume ({', '.join(SUPPORTED_SUFFIXES)}) "
                         f"or a list file ({', '.join(LIST_SUFFIXES)})")
@@ -101,17 +101,21 @@ def collect_jobs(inputs: Sequence[Path | str], labels: Sequence[Path | str] = ()
     return jobs, failures
 
 
+def _where(job: Job) -> str:
+    return f"{job.source}: " if job.source else ""
+
+
 def read_truth(job: Job, image: Volume, metadata: dict) -> np.ndarray:
     """The ground truth as class ids (through the bundle's label map), on the image's grid."""
     assert job.label is not None
-    label = read_volume(job.label, job.source)
+    label = read_volume(job.label, job.source or None)
     if label.shape != image.shape or label.channels != 1:
-        raise CaseError(f"{job.source}: label '{job.label}' has shape {label.array.shape} but image '{job.image}' has "
+        raise CaseError(f"{_where(job)}label '{job.label}' has shape {label.array.shape} but image '{job.image}' has "
                         f"{image.shape}; they must match voxel for voxel")
     try:
         return LabelMap.parse(metadata.get("label_map")).apply(label.array, int(metadata["n_classes"]))
     except CaseError as exc:
-        raise CaseError(f"{job.source}: label '{job.label}': {exc}") from exc
+        raise CaseError(f"{_where(job)}label '{job.label}': {exc}") from exc
 
 
 def output_path(out_dir: Path, job: Job, kind: str, fmt: str | None) -> Path:
@@ -121,12 +125,12 @@ def output_path(out_dir: Path, job: Job, kind: str, fmt: str | None) -> Path:
 
 def predict_job(job: Job, segmenter: Segmenter, options: PredictOptions) -> tuple[list[Path], CaseScores | None]:
     """Segment one job, write its outputs, score it when ground truth is given."""
-    image = read_volume(job.image, job.source)
+    image = read_volume(job.image, job.source or None)
     truth = read_truth(job, image, segmenter.metadata) if job.label is not None else None
     try:
         prediction = predict_volume(image, segmenter, options.overlap, options.batch_size, options.probabilities)
     except CaseError as exc:
-        raise CaseError(f"{job.source}: '{job.image}': {exc}") from exc
+        raise CaseError(f"{_where(job)}'{job.image}': {exc}") from exc
     written = [output_path(options.out_dir, job, "seg", options.format)]
     write_volume(prediction.labels, written[0])
     if prediction.probabilities is not None:

@@ -93,9 +93,10 @@ def save_model(model: keras.Model, path: Path) -> None:
 class RunState(keras.callbacks.Callback):
     """After every epoch write `last.keras` and `state.json`: what `--resume` needs to go on where it stopped."""
 
-    def __init__(self, folder: Path, best: BestCheckpoint, stateful: Sequence[keras.callbacks.Callback]):
+    def __init__(self, folder: Path, best: BestCheckpoint, stateful: Sequence[keras.callbacks.Callback],
+                 extra: dict[str, Any] | None = None):
         super().__init__()
-        self.folder, self.best, self.stateful = Path(folder), best, list(stateful)
+        self.folder, self.best, self.stateful, self.extra = Path(folder), best, list(stateful), dict(extra or {})
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Checkpoint the model (with optimizer) and the callbacks' counters."""
@@ -103,10 +104,11 @@ class RunState(keras.callbacks.Callback):
         write_json({"epoch": epoch + 1, "completed": False, **self.snapshot()}, self.folder / STATE_NAME)
 
     def snapshot(self) -> dict[str, Any]:
-        """Best checkpoint and early-stopping / plateau counters, JSON-able."""
+        """Best checkpoint, early-stopping / plateau counters and the extra entries (the split), JSON-able."""
         callbacks = {type(cb).__name__: {k: _plain(getattr(cb, k)) for k in ("wait", "best", "cooldown_counter")
                                          if hasattr(cb, k)} for cb in self.stateful}
-        return {"best": _plain(self.best.best), "best_epoch": self.best.best_epoch, "callbacks": callbacks}
+        return {**self.extra, "best": _plain(self.best.best), "best_epoch": self.best.best_epoch,
+                "callbacks": callbacks}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Put saved counters back (call after on_train_begin, which resets them)."""

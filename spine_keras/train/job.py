@@ -1,0 +1,170 @@
+"""One training job: one arch on one split, written as a complete bundle folder (resumable)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from spine_keras.augment import AugmentConfig
+from spine_keras.bundle import make_metadata, read_metadata, versions, write_json, write_metadata
+from spine_keras.data import CubeInfo, CubeReader, Split, distribute, train_dataset, val_dataset, val_steps
+from spine_keras.errors import UserError
+from spine_keras.losses import make_loss
+from spine_keras.models import build_model, preset
+from spine_keras.train.callbacks import (MONITOR, STATE_NAME, BestCheckpoint, EpochSummary, RunState,
+                                         ValidationIoU, read_state)
+from spine_keras.train.loop import fit, make_evaluator
+from spine_keras.train.reports import plot_history, write_class_table
+from spine_keras.train.settings import TrainSettings
+from spine_keras.train.step import Steps
+
+OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "sgd": "SGD", "adadelta": "Adadelta",
+                     "adagrad": "Adagrad", "nadam": "Nadam"}
+
+
+@dataclass
+class Context:
+    """What every job of a run shares."""
+
+    settings: TrainSettings
+    cube: CubeInfo
+    strategy: tf.distribute.Strategy
+    batch: int
+    chief: bool
+    resume: bool
+    augment: AugmentConfig | None
+    policy: str
+
+    @property
+    def global_batch(self) -> int:
+        """Per-replica batch times the replicas of all workers."""
+        return self.batch * self.strategy.num_replicas_in_sync
+
+    def steps_per_epoch(self, split: Split) -> int:
+        """Whole global batches of training samples per epoch, capped by --steps-per-epoch."""
+        return min(len(split.train) // self.global_batch, self.settings.steps_per_epoch or len(split.train))
+
+
+def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
+    """A Keras optimizer from its preset name (adam, rmsprop, adadelta, ...) and learning rate."""
+    return keras.optimizers.get({"class_name": OPTIMIZER_CLASSES[name.lower()], "config": {"learning_rate": lr}})
+
+
+def job_config(ctx: Context, arch: str, split: Split) -> dict[str, Any]:
+    """config.json of one bundle: every setting, the preset, model and optimizer, split, strategy, cube, versions."""
+    settings, arch_preset = ctx.settings, preset(arch)
+    return {
+        "settings": settings.to_dict(), "arch": arch, "preset": arch_preset,
+        "model_config": model_config(ctx, arch),
+        "optimizer": {"name": settings.optimizer or arch_preset["optimizer"], "lr": settings.lr or arch_preset["lr"]},
+        "split": split.to_dict(), "online_augment": ctx.augment.to_dict() if ctx.augment else None,
+        "strategy": {"kind": type(ctx.strategy).__name__, "replicas": ctx.strategy.num_replicas_in_sync,
+                     "per_replica_batch": ctx.batch, "global_batch": ctx.global_batch,
+                     "steps_per_epoch": ctx.steps_per_epoch(split),
+                     "val_steps": val_steps(len(split.val), ctx.global_batch)},
+        "precision": ctx.policy, "jit": settings.jit, "monitor": MONITOR,
+        "cube": {"path": str(ctx.cube.path.resolve()), "attrs": ctx.cube.attrs}, "versions": versions(),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def model_config(ctx: Context, arch: str) -> dict[str, Any]:
+    """The build_model keyword arguments of `arch` (build_model(**model_config) rebuilds it)."""
+    return {"arch": arch, "input_shape": list(ctx.cube.input_shape), "n_classes": ctx.cube.n_classes,
+            **ctx.settings.model_overrides(preset(arch))}
+
+
+def _metadata(ctx: Context, arch: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Bundle metadata (spine_keras.json) that export and prediction read."""
+    attrs = ctx.cube.attrs
+    return make_metadata(arch=arch, mode=ctx.cube.mode, input_shape=list(ctx.cube.input_shape),
+                         class_names=ctx.cube.class_names, preprocess=attrs.get("preprocess"),
+                         axis=(attrs.get("sampling") or {}).get("axis"), label_map=attrs.get("label_map"),
+                         model_config=model_config(ctx, arch), preset=preset(arch), cube=attrs, metrics=metrics,
+                         sampling=attrs.get("sampling"))
+
+
+def _build(ctx: Context, arch: str, folder: Path, state: dict[str, Any] | None) -> keras.Model:
+    """The compiled model (optimizer attached, so .keras files carry its state), restored when resuming."""
+    config = model_config(ctx, arch)
+    optimizer = ctx.settings.optimizer or preset(arch)["optimizer"]
+    with ctx.strategy.scope():
+        model = build_model(config.pop("arch"), config.pop("input_shape"), config.pop("n_classes"), **config)
+        model.compile(optimizer=make_optimizer(optimizer, ctx.settings.lr or preset(arch)["lr"]))
+        if state is not None:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(folder / "last.keras")
+    return model
+
+
+def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder: Path) -> dict[str, Any]:
+    """Train `arch` on `split`; `folder` is the bundle (read when resuming), `write_folder` where this process writes."""
+    state = read_state(folder) if ctx.resume else None
+    if state and state.get("completed"):
+        return state["result"]
+    if state and state.get("split") not in (None, split.to_dict()):
+        raise UserError(f"cannot resume {folder}: the cube or split settings changed since it was started")
+    write_folder.mkdir(parents=True, exist_ok=True)
+    write_json(job_config(ctx, arch, split), write_folder / "config.json")
+    settings, names = ctx.settings, ctx.cube.class_names
+    model = _build(ctx, arch, folder, state)
+    loss = make_loss(settings.loss, len(model.outputs), settings.dice_background, settings.dice_smooth)
+    steps = Steps(ctx.strategy, model, loss, ctx.global_batch, ctx.cube.n_classes, settings.jit)
+    reader = CubeReader(ctx.cube.path, ctx.augment, settings.seed)
+    n_steps, initial_epoch = ctx.steps_per_epoch(split), int(state["epoch"]) if state else 0
+    train_iter = iter(distribute(ctx.strategy, lambda c: train_dataset(
+        reader, split.train, ctx.batch, ctx.global_batch, n_steps, settings.seed, (initial_epoch, settings.epochs), c)))
+    val_iter = iter(distribute(ctx.strategy, lambda c: val_dataset(reader, split.val, ctx.batch, ctx.global_batch, c)))
+    validation = ValidationIoU(make_evaluator(steps, val_iter, val_steps(len(split.val), ctx.global_batch)), names)
+    title = f"{arch} {split.name}: validation IoU and Dice at the best epoch"
+
+    def on_best(epoch: int, logs: dict[str, Any]) -> None:
+        write_metadata(_metadata(ctx, arch, best_metrics(epoch, logs)), write_folder)
+        write_class_table(validation.confusion, names, write_folder, title)
+
+    best = BestCheckpoint(write_folder, on_best)
+    stateful = _stateful_callbacks(settings)
+    run_state = RunState(write_folder, best, stateful, {"split": split.to_dict()})
+    verbose = settings.verbose if ctx.chief else 0
+    callbacks = [keras.callbacks.ProgbarLogger()] if verbose else []
+    callbacks += [validation, best, EpochSummary(names, best, print if verbose else lambda _: None),
+                  keras.callbacks.CSVLogger(str(write_folder / "history.csv"), append=True),
+                  keras.callbacks.TensorBoard(str(write_folder / "logs"), write_graph=False),
+                  *stateful, keras.callbacks.TerminateOnNaN(), run_state]
+    callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, model=model, epochs=settings.epochs,
+                                                 steps=n_steps, verbose=verbose)
+    if verbose:
+        print(f"training {arch} on {split.name}: {len(split.train)} samples ({len(split.train_cases)} cases), "
+              f"validating on {len(split.val)} originals ({len(split.val_cases)} cases); "
+              f"{ctx.strategy.num_replicas_in_sync} replica(s) x batch {ctx.batch}, {n_steps} steps/epoch")
+    fit(model, steps, train_iter, settings.epochs, initial_epoch, n_steps, callback_list,
+        on_begin=lambda: run_state.restore(state) if state else None)
+    result = {"arch": arch, "split": split.name, "folder": str(folder), "best_epoch": best.best_epoch,
+              "metrics": read_metadata(write_folder)["metrics"]}
+    write_json({**run_state.snapshot(), "epoch": settings.epochs, "completed": True, "result": result},
+               write_folder / STATE_NAME)
+    plot_history(write_folder / "history.csv", names, write_folder)
+    return result
+
+
+def _stateful_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callback]:
+    """Early stopping and learning-rate reduction on a `val_miou_nobg` plateau (0 patience = off)."""
+    found: list[keras.callbacks.Callback] = []
+    if settings.patience:
+        found.append(keras.callbacks.EarlyStopping(MONITOR, min_delta=settings.min_delta, patience=settings.patience,
+                                                   mode="max", verbose=settings.verbose))
+    if settings.lr_patience:
+        found.append(keras.callbacks.ReduceLROnPlateau(MONITOR, factor=settings.lr_factor, mode="max",
+                                                       patience=settings.lr_patience, min_lr=settings.min_lr,
+                                                       min_delta=settings.min_delta, verbose=settings.verbose))
+    return found
+
+
+def best_metrics(epoch: int, logs: dict[str, Any]) -> dict[str, Any]:
+    """The validation values of the best epoch, as stored in the bundle metadata."""
+    return {"epoch": epoch + 1, "monitor": MONITOR, **{k: float(v) for k, v in logs.items() if k.startswith("val_")}}

@@ -1,0 +1,119 @@
+"""A training run: check every input, then train each arch on each split, then write the summaries.
+
+Layout of the run folder: one arch on one split is itself a bundle; several folds give `fold_<i>/` bundles
+plus `folds.csv|md`; several archs give `<arch>/` folders (each as above) plus `comparison.md|csv|png`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spine_keras.augment import AugmentConfig
+from spine_keras.bundle import versions, write_json
+from spine_keras.data import CubeInfo, Split, make_splits, open_cube
+from spine_keras.errors import UserError
+from spine_keras.models import ARCHS, preset
+from spine_keras.models.config import make_config
+from spine_keras.train.callbacks import MONITOR
+from spine_keras.train.compare import write_comparison, write_fold_summary
+from spine_keras.train.job import Context, train_job
+from spine_keras.train.settings import TrainSettings
+from spine_keras.train.strategy import dtype_policy, is_chief, make_strategy, precision_policy
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its bundles and their best validation metrics, per arch then per split."""
+
+    run_dir: Path
+    results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def best_bundle(self) -> Path:
+        """The bundle folder with the highest best-epoch `val_miou_nobg` (NaN counts as lowest)."""
+        jobs = [r for rs in self.results.values() for r in rs]
+        score = [float(r["metrics"].get(MONITOR, float("nan"))) for r in jobs]
+        return Path(jobs[max(range(len(jobs)), key=lambda i: (score[i] == score[i], score[i]))]["folder"])
+
+
+def default_run_dir(archs: list[str], mode: str) -> Path:
+    """runs/<arch>-<2d|3d>-<timestamp>; 'all' or the codes joined by '+' for comparisons."""
+    name = "all" if len(archs) == len(ARCHS) else "+".join(archs)
+    return Path("runs") / f"{name}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def job_folder(run_dir: Path, arch: str, split: Split, n_archs: int, n_splits: int) -> Path:
+    """The bundle folder of one job inside the run folder."""
+    folder = run_dir / arch if n_archs > 1 else run_dir
+    return folder / split.name if n_splits > 1 or split.name.startswith("fold_") else folder
+
+
+def _augment_config(settings: TrainSettings, cube: CubeInfo) -> AugmentConfig | None:
+    """Online augmentation settings: the config file's `augment`, else the cube's, else the defaults."""
+    if not settings.online_augment:
+        return None
+    try:
+        return AugmentConfig.from_dict(settings.augment or cube.attrs.get("augment") or {})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad augmentation settings for --online-augment: {exc}") from exc
+
+
+def _check_inputs(settings: TrainSettings) -> tuple[CubeInfo, list[Split]]:
+    """Every check that needs no TensorFlow: the cube, each arch for its shape, the splits, the batch size."""
+    cube = open_cube(settings.cube)
+    for arch in settings.arch:
+        make_config(arch, cube.input_shape, cube.n_classes, settings.model_overrides(preset(arch)))
+    splits = make_splits(cube, settings.folds, settings.fold, settings.val_fraction, settings.seed)
+    _check_batch(settings.batch_for(cube.mode), splits, "--batch-size")
+    return cube, splits
+
+
+def _check_batch(global_batch: int, splits: list[Split], what: str) -> None:
+    """UserError when a split has fewer training samples than one global batch."""
+    for split in splits:
+        if len(split.train) < global_batch:
+            raise UserError(f"{what} {global_batch} is larger than the {len(split.train)} training samples of "
+                            f"{split.name}; lower --batch-size or use a larger cube")
+
+
+def train(settings: TrainSettings, resume: bool = False) -> RunResult:
+    """Train every arch of `settings` on every split; returns the run folder and the best metrics."""
+    cube, splits = _check_inputs(settings)
+    augment = _augment_config(settings, cube)
+    run_dir = Path(settings.out) if settings.out else default_run_dir(settings.arch, cube.mode)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"run folder '{run_dir}' already exists; continue it with --resume {run_dir} "
+                        "or choose another --out")
+    strategy = make_strategy(settings.strategy)
+    batch = settings.batch_for(cube.mode)
+    _check_batch(batch * strategy.num_replicas_in_sync, splits,
+                 f"the global batch ({strategy.num_replicas_in_sync} replicas x {batch}) =")
+    chief = is_chief()
+    write_root = run_dir if chief else Path(tempfile.mkdtemp(prefix="spine_keras_worker_"))
+    ctx = Context(settings, cube, strategy, batch, chief, resume, augment, precision_policy(settings.mixed_precision))
+    outcome = RunResult(run_dir)
+    try:
+        write_root.mkdir(parents=True, exist_ok=True)
+        if len(settings.arch) > 1 or len(splits) > 1:
+            write_json({"settings": settings.to_dict(), "splits": [s.to_dict() for s in splits],
+                        "cube": {"path": str(cube.path.resolve()), "attrs": cube.attrs}, "versions": versions()},
+                       write_root / "config.json")
+        with dtype_policy(ctx.policy):
+            for arch in settings.arch:
+                for split in splits:
+                    folder = job_folder(run_dir, arch, split, len(settings.arch), len(splits))
+                    target = write_root / folder.relative_to(run_dir)
+                    outcome.results.setdefault(arch, []).append(train_job(ctx, arch, split, folder, target))
+                if len(splits) > 1:
+                    write_fold_summary(outcome.results[arch], cube.class_names,
+                                       write_root / (arch if len(settings.arch) > 1 else ""))
+        if len(settings.arch) > 1:
+            write_comparison(outcome.results, cube.class_names, write_root)
+    finally:
+        if not chief:
+            shutil.rmtree(write_root, ignore_errors=True)
+    return outcome
