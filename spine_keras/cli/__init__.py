@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable
 
 from spine_keras.errors import UserError
 
 EXIT_USER_ERROR = 2
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the tool's own lines
 
 
 def user_errors_exit_2(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -97,11 +97,13 @@ class RunState(keras.callbacks.Callback):
                  extra: dict[str, Any] | None = None):
         super().__init__()
         self.folder, self.best, self.stateful, self.extra = Path(folder), best, list(stateful), dict(extra or {})
+        self.epochs_done = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Checkpoint the model (with optimizer) and the callbacks' counters."""
+        self.epochs_done = epoch + 1
         save_model(self.model, self.folder / "last.keras")
-        write_json({"epoch": epoch + 1, "completed": False, **self.snapshot()}, self.folder / STATE_NAME)
+        write_json({"epoch": self.epochs_done, "completed": False, **self.snapshot()}, self.folder / STATE_NAME)
 
     def snapshot(self) -> dict[str, Any]:
         """Best checkpoint, early-stopping / plateau counters and the extra entries (the split), JSON-able."""

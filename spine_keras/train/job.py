@@ -105,7 +105,7 @@ def _build(ctx: Context, arch: str, folder: Path, state: dict[str, Any] | None) 
 def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder: Path) -> dict[str, Any]:
     """Train `arch` on `split`; `folder` is the bundle (read when resuming), `write_folder` where this process writes."""
     state = read_state(folder) if ctx.resume else None
-    if state and state.get("completed"):
+    if state and state.get("completed") and (state["stopped_early"] or state["epoch"] >= ctx.settings.epochs):
         return state["result"]
     if state and state.get("split") not in (None, split.to_dict()):
         raise UserError(f"cannot resume {folder}: the cube or split settings changed since it was started")
@@ -146,8 +146,9 @@ def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder:
         on_begin=lambda: run_state.restore(state) if state else None)
     result = {"arch": arch, "split": split.name, "folder": str(folder), "best_epoch": best.best_epoch,
               "metrics": read_metadata(write_folder)["metrics"]}
-    write_json({**run_state.snapshot(), "epoch": settings.epochs, "completed": True, "result": result},
-               write_folder / STATE_NAME)
+    done = run_state.epochs_done or initial_epoch
+    write_json({**run_state.snapshot(), "epoch": done, "completed": True, "stopped_early": done < settings.epochs,
+                "result": result}, write_folder / STATE_NAME)
     plot_history(write_folder / "history.csv", names, write_folder)
     return result
 

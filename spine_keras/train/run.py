@@ -85,14 +85,14 @@ def train(settings: TrainSettings, resume: bool = False) -> RunResult:
     cube, splits = _check_inputs(settings)
     augment = _augment_config(settings, cube)
     run_dir = Path(settings.out) if settings.out else default_run_dir(settings.arch, cube.mode)
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+    chief = is_chief()
+    if chief and not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"run folder '{run_dir}' already exists; continue it with --resume {run_dir} "
                         "or choose another --out")
     strategy = make_strategy(settings.strategy)
     batch = settings.batch_for(cube.mode)
     _check_batch(batch * strategy.num_replicas_in_sync, splits,
                  f"the global batch ({strategy.num_replicas_in_sync} replicas x {batch}) =")
-    chief = is_chief()
     write_root = run_dir if chief else Path(tempfile.mkdtemp(prefix="spine_keras_worker_"))
     ctx = Context(settings, cube, strategy, batch, chief, resume, augment, precision_policy(settings.mixed_precision))
     outcome = RunResult(run_dir)

@@ -1,0 +1,160 @@
+"""spine-export: SavedModel + .keras + metadata, reloadable with TensorFlow alone (the README snippet)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spine_keras.cli.export import main
+from spine_keras.export import export_bundle
+from spine_keras.models import build_model
+from spine_keras.predict import load_segmenter
+from test_predict import constant_model, write_bundle
+
+UD = {"filters": 4, "depth": 2}
+REPO = Path(__file__).resolve().parents[1]
+SNIPPET_MARK = "<!-- snippet: tf-only -->"
+SNIPPET_DOCS = (REPO / "README.md", REPO / "docs" / "readme_predict.md")
+# Runs before the snippet in the fresh process: any import of spine_keras fails there.
+BLOCKER = """import sys
+class _NoSpineKeras:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "spine_keras":
+            raise ImportError("spine_keras is blocked in this test")
+sys.meta_path.insert(0, _NoSpineKeras())
+"""
+DRIVER = """
+try:
+    import spine_keras
+except ImportError:
+    pass
+else:
+    raise SystemExit("spine_keras must not be importable here")
+model, meta = load_export(sys.argv[1])
+for name in sys.argv[2:]:
+    probabilities, labels = segment(model, np.load(name))
+    np.savez(name.replace(".npy", "_out.npz"), probabilities=probabilities, labels=labels)
+print(",".join(meta["class_names"]))
+"""
+
+
+def readme_snippet() -> str:
+    """The TF-only snippet, identical wherever the docs carry it."""
+    found = []
+    for doc in SNIPPET_DOCS:
+        text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+        match = re.search(re.escape(SNIPPET_MARK) + r"\s*```python\n(.*?)```", text, re.DOTALL)
+        if match:
+            found.append(match.group(1))
+    assert found, f"no '{SNIPPET_MARK}' python block in {', '.join(str(d) for d in SNIPPET_DOCS)}"
+    assert all(s == found[0] for s in found), "the TF-only snippet differs between README.md and docs"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A deep-supervised 2D U-Net run, exported; returns (export folder, Keras model)."""
+    model = build_model("ud", (32, 32, 1), 3, **UD)
+    assert len(model.outputs) == 2  # seg + aux_1
+    run = write_bundle(tmp_path_factory.mktemp("export") / "run", model, "2d")
+    return export_bundle(run), model
+
+
+def keras_seg(model, batch: np.ndarray, arch: str = "ud", **overrides) -> np.ndarray:
+    """The main `seg` output of the Keras model for `batch`; other sides go through a rebuild with its weights."""
+    if tuple(batch.shape[1:]) != tuple(model.input_shape[1:]):
+        sized = build_model(arch, batch.shape[1:], model.outputs[0].shape[-1], **(overrides or UD))
+        sized.set_weights(model.get_weights())
+        model = sized
+    out = model(batch, training=False)
+    return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+
+
+def test_export_layout_and_metadata(exported):
+    out, _ = exported
+    beside = json.loads((out / "spine_keras.json").read_text())
+    inside = json.loads((out / "saved_model" / "assets" / "spine_keras.json").read_text())
+    assert beside == inside
+    assert (out / "model.keras").is_file() and (out / "saved_model" / "saved_model.pb").is_file()
+    assert beside["class_names"] == ["background", "vertebra", "disc"] and beside["input_shape"] == [32, 32, 1]
+    for key in ("label_map", "axis", "preprocess", "sampling", "arch", "preset", "cube", "metrics", "versions"):
+        assert key in beside
+    assert beside["export"]["input"]["shape"] == [None, None, None, 1]
+    assert beside["export"]["flexible_sides"] is True and beside["export"]["side_multiple"] == 4
+
+
+def test_readme_snippet_runs_with_tensorflow_alone(exported, tmp_path):
+    out, model = exported
+    rng = np.random.default_rng(0)
+    batches = {"train_shape.npy": rng.normal(size=(3, 32, 32, 1)), "wider.npy": rng.normal(size=(2, 48, 64, 1))}
+    for name, batch in batches.items():
+        np.save(tmp_path / name, batch.astype(np.float32))
+    script = tmp_path / "snippet_run.py"
+    script.write_text(BLOCKER + readme_snippet() + DRIVER, encoding="utf-8")
+    result = subprocess.run([sys.executable, "-I", str(script), str(out), *(str(tmp_path / n) for n in batches)],
+                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "background,vertebra,disc"
+    for name, batch in batches.items():
+        found = np.load(tmp_path / name.replace(".npy", "_out.npz"))
+        expected = keras_seg(model, batch.astype(np.float32))
+        assert found["probabilities"].shape == expected.shape
+        np.testing.assert_allclose(found["probabilities"], expected, atol=1e-5)
+        np.testing.assert_array_equal(found["labels"], found["probabilities"].argmax(-1))
+
+
+def test_every_model_form_predicts_the_same(exported):
+    out, model = exported
+    batch = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype(np.float32)
+    expected = keras_seg(model, batch)
+    run = out.parent
+    for form in (run, run / "best.keras", out, out / "saved_model", out / "model.keras"):
+        np.testing.assert_allclose(load_segmenter(form).predict(batch), expected, atol=1e-5, err_msg=str(form))
+
+
+@pytest.mark.parametrize("arch, overrides", [("fcn", {"filters": 1}), ("uad", {"filters": 4, "depth": 2})])
+def test_flexible_sides_are_recorded_truthfully(tmp_path, arch, overrides):
+    model = build_model(arch, (32, 32, 1), 2, **overrides)
+    info = json.loads((export_bundle(write_bundle(tmp_path / arch, model, "2d")) / "spine_keras.json").read_text())
+    loaded = tf.saved_model.load(str(tmp_path / arch / "export" / "saved_model"))
+    batch = np.random.default_rng(2).normal(size=(1, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_allclose(loaded.serve(batch)["probabilities"], keras_seg(model, batch), atol=1e-5)
+    wide = np.random.default_rng(3).normal(size=(2, 64, 96, 1)).astype(np.float32)
+    if arch == "fcn":
+        assert info["export"]["flexible_sides"] is True and info["export"]["side_multiple"] == 32
+    if info["export"]["flexible_sides"]:
+        np.testing.assert_allclose(loaded.serve(wide)["probabilities"], keras_seg(model, wide, arch, **overrides),
+                                   atol=1e-5)
+    else:
+        assert info["export"]["input"]["shape"] == [None, 32, 32, 1]
+        with pytest.raises((ValueError, TypeError)):
+            loaded.serve(wide)
+
+
+def test_kfold_export_and_cli_errors(tmp_path, capsys):
+    for fold in range(2):
+        write_bundle(tmp_path / "kfold" / f"fold_{fold}", constant_model((16, 16, 16, 1), [0.0, fold + 1.0]), "3d")
+    assert main([str(tmp_path / "kfold"), "-o", str(tmp_path / "exp")]) == 0
+    assert main([str(tmp_path / "kfold"), "-o", str(tmp_path / "exp")]) == 0  # replaces the earlier export
+    info = json.loads((tmp_path / "exp" / "fold_1" / "spine_keras.json").read_text())
+    assert info["export"]["input"]["shape"] == [None, 16, 16, 16, 1]
+    ensemble = load_segmenter(tmp_path / "exp").predict(np.zeros((1, 16, 16, 16, 1), np.float32))
+    softmax = [1 / (1 + np.exp(-v)) for v in (1.0, 2.0)]  # class-1 probability of logits [0, v]
+    np.testing.assert_allclose(ensemble[0, 3, 4, 5, 1], np.mean(softmax), rtol=1e-6)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    assert main([str(tmp_path / "kfold" / "fold_0"), "-o", str(tmp_path / "taken")]) == 2
+    assert "is not a spine_keras export" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "run folder" in capsys.readouterr().err
+    assert main([str(tmp_path / "taken")]) == 2
+    assert "no model in" in capsys.readouterr().err
