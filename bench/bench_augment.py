@@ -3,7 +3,7 @@
     python bench/bench_augment.py [--samples 30] [--threads 2] [--out FILE]
 
 Peers are optional (`pip install -e .[bench]`); a missing one is reported as not installed. Each pipeline turns the
-same numpy image/label pair into one augmented numpy pair per call, conversions included; the pipelines take turns
+same numpy image/label pair into one float32/uint8 numpy pair per call, conversions included; the pipelines take turns
 sample by sample, so a change of machine load hits all of them alike.
 """
 
@@ -134,7 +134,7 @@ def volumentations_step(image: np.ndarray, label: np.ndarray, seed: int) -> Step
 
     def step():
         out = compose(image=image4, mask=label4)
-        return out["image"][..., 0], out["mask"][..., 0].astype(np.uint8)
+        return out["image"][..., 0].astype(np.float32, copy=False), out["mask"][..., 0].astype(np.uint8)
 
     return step
 
@@ -159,7 +159,7 @@ def torchio_step(image: np.ndarray, label: np.ndarray, seed: int, threads: int) 
 
     def step():
         out = transform(tio.Subject(image=tio.ScalarImage(tensor=image_t), label=tio.LabelMap(tensor=label_t)))
-        return out["image"].data.numpy()[0], out["label"].data.numpy()[0]
+        return out["image"].data.numpy()[0], out["label"].data.numpy()[0].astype(np.uint8)
 
     return step
 

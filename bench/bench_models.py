@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     gpus = tf.config.list_physical_devices("GPU")
     device = f"GPU: {gpus[0].name}" if gpus else f"CPU: {cpu_name()}, {os.cpu_count()} cores"
-    lines = [f"device: {device}; TF {tf.__version__}, Keras {keras.__version__}; threads {args.threads or 'default'}; "
-             f"mixed precision {'on' if args.mixed_precision else 'off'}; XLA {'on' if args.jit else 'off'}", "",
+    header = (f"device: {device}; TF {tf.__version__}, Keras {keras.__version__}; threads {args.threads or 'default'}; "
+              f"mixed precision {'on' if args.mixed_precision else 'off'}; XLA {'on' if args.jit else 'off'}")
+    lines = [header, "",
              "| arch | input | batch | params | outputs | forward s/batch | train step s/batch | reps |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)

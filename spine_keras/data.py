@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -91,7 +92,7 @@ class Split:
     def to_dict(self) -> dict[str, Any]:
         """The split as JSON (case lists and sample counts), recorded in config.json."""
         return {"name": self.name, "train_cases": list(self.train_cases), "val_cases": list(self.val_cases),
-                "train_samples": int(len(self.train)), "val_samples": int(len(self.val))}
+                "train_samples": len(self.train), "val_samples": len(self.val)}
 
 
 def case_folds(case_ids: np.ndarray, k: int, seed: int) -> list[list[str]]:

@@ -14,8 +14,13 @@ from typing import Any
 
 from spine_keras.bundle import METADATA_NAME, read_metadata, write_metadata
 from spine_keras.errors import UserError
-from spine_keras.predict.model import (EXPORT_KERAS_NAME, RUN_MODEL_FILES, SAVED_MODEL_DIR, load_keras_model,
-                                       outputs_logits)
+from spine_keras.predict.model import (
+    EXPORT_KERAS_NAME,
+    RUN_MODEL_FILES,
+    SAVED_MODEL_DIR,
+    load_keras_model,
+    outputs_logits,
+)
 
 DEFAULT_DIR = "export"
 SIGNATURE = "serve"
@@ -25,9 +30,8 @@ def side_multiple(model) -> int:
     """2 to the number of 2x poolings: spatial sides must be multiples of it."""
     import keras
 
-    pools = [layer for layer in model.layers if isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.MaxPooling3D))
-             and tuple(layer.strides)[0] == 2]
-    return 2 ** len(pools)
+    pooling = (keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
+    return 2 ** sum(isinstance(layer, pooling) and max(layer.strides) == 2 for layer in model.layers)
 
 
 def serving_function(model, spec, logits: bool):

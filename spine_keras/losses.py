@@ -10,7 +10,8 @@ probabilities (softmax) or logits with `from_logits=True`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import ops
@@ -65,7 +66,8 @@ class SegmentationLoss(keras.losses.Loss):
         if kind not in LOSSES:
             raise ValueError(f"loss {kind!r} is not one of {', '.join(LOSSES)}")
         super().__init__(name=name or kind.replace("+", "_"), **kwargs)
-        self.kind, self.include_background, self.smooth, self.from_logits = kind, include_background, smooth, from_logits
+        self.kind, self.include_background = kind, include_background
+        self.smooth, self.from_logits = smooth, from_logits
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         """Per-sample loss, shape (batch,)."""

@@ -10,7 +10,8 @@ it was predicted and NaN when it was not; either way it is left out of the means
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from keras import ops

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import threading
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+from training_cubes import make_training_cube
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from spine_keras.augment import AugmentConfig  # noqa: E402
-from spine_keras.data import (CubeReader, Split, case_folds, check_no_leak, make_splits, open_cube,  # noqa: E402
-                              train_dataset, val_dataset)
-from spine_keras.errors import UserError  # noqa: E402
-from training_cubes import make_training_cube  # noqa: E402
+from spine_keras.augment import AugmentConfig
+from spine_keras.data import (
+    CubeReader,
+    Split,
+    case_folds,
+    check_no_leak,
+    make_splits,
+    open_cube,
+    train_dataset,
+    val_dataset,
+)
+from spine_keras.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_predict import constant_model, write_bundle
 
 from spine_keras.cli.export import main
 from spine_keras.export import export_bundle
 from spine_keras.models import build_model
 from spine_keras.predict import load_segmenter
-from test_predict import constant_model, write_bundle
 
 UD = {"filters": 4, "depth": 2}
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_readme_snippet_runs_with_tensorflow_alone(exported, tmp_path):
     script.write_text(BLOCKER + readme_snippet() + DRIVER, encoding="utf-8")
     result = subprocess.run([sys.executable, "-I", str(script), str(out), *(str(tmp_path / n) for n in batches)],
                             cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"},
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "background,vertebra,disc"
     for name, batch in batches.items():

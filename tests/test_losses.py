@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import pytest
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from spine_keras.losses import (DeepSupervision, SegmentationLoss, cross_entropy, deep_supervision_weights,  # noqa: E402
-                                make_loss, soft_dice)
+from spine_keras.losses import (
+    DeepSupervision,
+    SegmentationLoss,
+    cross_entropy,
+    deep_supervision_weights,
+    make_loss,
+    soft_dice,
+)
 
 # One 2x2 sample, two classes: truth [[0,1],[1,1]], predicted P(class 1) = [[.2,.8],[.6,1]].
 TRUTH = np.array([[[0, 1], [1, 1]]], np.uint8)
@@ -61,10 +64,11 @@ def test_cross_entropy_by_hand_per_sample():
 
 
 def test_loss_reduction_divides_by_the_global_batch():
-    per_sample = SegmentationLoss("dice").call(np.concatenate([TRUTH] * 4), np.concatenate([PROBS] * 2 + [PROBS[..., ::-1]] * 2))
+    truth, probs = np.concatenate([TRUTH] * 4), np.concatenate([PROBS] * 2 + [PROBS[..., ::-1]] * 2)
+    per_sample = SegmentationLoss("dice").call(truth, probs)
     halves = [tf.nn.compute_average_loss(per_sample[i:i + 2], global_batch_size=4) for i in (0, 2)]
     assert float(sum(halves)) == pytest.approx(float(np.mean(per_sample)), abs=1e-6)
-    keras_mean = SegmentationLoss("dice")(np.concatenate([TRUTH] * 4), np.concatenate([PROBS] * 2 + [PROBS[..., ::-1]] * 2))
+    keras_mean = SegmentationLoss("dice")(truth, probs)
     assert float(keras_mean) == pytest.approx(float(np.mean(per_sample)), abs=1e-6)
 
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import pytest
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from spine_keras.metrics import (class_table, confusion_matrix, dice_per_class, iou_per_class, metric_key,  # noqa: E402
-                                 summarize)
-from spine_keras.train.callbacks import ValidationIoU  # noqa: E402
+from spine_keras.metrics import class_table, confusion_matrix, dice_per_class, iou_per_class, metric_key, summarize
+from spine_keras.train.callbacks import ValidationIoU
 
 NAMES = ["background", "vertebra", "Disc L4/L5"]
 

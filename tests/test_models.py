@@ -11,8 +11,16 @@ import pytest
 import tensorflow as tf
 
 from spine_keras.errors import UserError
-from spine_keras.models import (ARCHS, LinearUpsample, attention_maps, attention_model, build_model,
-                                inference_model, preset, receptive_field)
+from spine_keras.models import (
+    ARCHS,
+    LinearUpsample,
+    attention_maps,
+    attention_model,
+    build_model,
+    inference_model,
+    preset,
+    receptive_field,
+)
 
 try:
     tf.config.threading.set_intra_op_parallelism_threads(2)
@@ -40,7 +48,7 @@ def small_overrides(arch: str, rank: int) -> dict:
     return {"filters": 4} if arch == "fcn" else {"filters": 4, "depth": 3}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_model(arch: str, rank: int) -> keras.Model:
     """The pinned build of `arch` in 2D or 3D (cached: read-only use)."""
     keras.utils.set_random_seed(0)
@@ -186,7 +194,9 @@ def _linear_reference(x: np.ndarray, factor: int) -> np.ndarray:
     for axis in range(1, x.ndim - 1):
         n = x.shape[axis]
         coords = np.clip((np.arange(n * factor) + 0.5) / factor - 0.5, 0, n - 1)
-        x = np.apply_along_axis(lambda v: np.interp(coords, np.arange(n), v), axis, x)
+        low = np.floor(coords).astype(int)
+        weight = (coords - low).reshape([-1 if i == axis else 1 for i in range(x.ndim)])
+        x = np.take(x, low, axis) * (1 - weight) + np.take(x, np.minimum(low + 1, n - 1), axis) * weight
     return x
 
 

@@ -27,7 +27,7 @@ def tiny_shape(arch: str, rank: int) -> tuple[int, ...]:
     return (32 if arch == "fcn" else 16,) * rank + (1,)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained(arch: str, rank: int) -> tuple[keras.Model, np.ndarray, list[float]]:
     """A tiny model after STEPS eager Adam steps on a fixed batch, with that batch and the losses seen."""
     keras.utils.set_random_seed(0)

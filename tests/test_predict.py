@@ -8,8 +8,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
 from conftest import make_pair
+
 from spine_keras.bundle import make_metadata, write_metadata
 from spine_keras.cli.predict import main
 from spine_keras.io import Volume, read_volume, write_volume

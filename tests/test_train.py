@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import pytest
+from training_cubes import make_training_cube
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from spine_keras.cli.train import main  # noqa: E402
-from spine_keras.models import build_model  # noqa: E402
-from spine_keras.train import merge_settings  # noqa: E402
-from spine_keras.train.callbacks import RunState  # noqa: E402
-from training_cubes import make_training_cube  # noqa: E402
+from spine_keras.cli.train import main
+from spine_keras.models import build_model
+from spine_keras.train import merge_settings
+from spine_keras.train.callbacks import RunState
 
 BUNDLE = ("best.keras", "last.keras", "config.json", "spine_keras.json", "history.csv", "iou_table.csv",
           "iou_table.md", "loss.png", "iou.png", "state.json")
@@ -40,7 +37,8 @@ def check_bundle(folder: Path, arch: str, input_shape: list[int]) -> dict:
     assert list((folder / "logs" / "validation").glob("events.out.tfevents.*"))
     meta = json.loads((folder / "spine_keras.json").read_text())
     assert meta["arch"] == arch and meta["input_shape"] == input_shape and meta["axis"] == 2
-    assert meta["class_names"] == ["background", "vertebra", "disc"] and meta["preprocess"] == {"normalization": "zscore"}
+    assert meta["class_names"] == ["background", "vertebra", "disc"]
+    assert meta["preprocess"] == {"normalization": "zscore"}
     assert 0 <= meta["metrics"]["val_miou_nobg"] <= 1 and meta["metrics"]["monitor"] == "val_miou_nobg"
     rebuilt = build_model(**meta["model"])
     best = keras.saving.load_model(folder / "best.keras")
@@ -48,13 +46,13 @@ def check_bundle(folder: Path, arch: str, input_shape: list[int]) -> dict:
     return meta
 
 
-def test_2d_archs_on_grouped_folds_with_comparison(cube2d, tmp_path, capsys):
+def test_2d_comparison_on_grouped_folds(cube2d, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["--cube", str(cube2d), "--arch", "u1,uamd,fcn", "--folds", "2", "--batch-size", "4",
+    assert main(["--cube", str(cube2d), "--arch", "u1,ud", "--depth", "2", "--folds", "2", "--batch-size", "4",
                  "--out", str(run), *TINY[:-1]]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/1: loss")]
-    assert len(lines) == 6 and "IoU" in lines[0] and "vertebra=" in lines[0]
-    for arch in ("u1", "uamd", "fcn"):
+    assert len(lines) == 4 and "IoU" in lines[0] and "vertebra=" in lines[0]
+    for arch in ("u1", "ud"):
         val_cases = []
         for fold in (0, 1):
             folder = run / arch / f"fold_{fold}"
@@ -63,29 +61,32 @@ def test_2d_archs_on_grouped_folds_with_comparison(cube2d, tmp_path, capsys):
             assert not set(split["train_cases"]) & set(split["val_cases"])
             val_cases += split["val_cases"]
             assert {"val_iou_vertebra", "val_dice_disc", "val_miou", "val_miou_nobg"} <= set(history(folder)[0])
-        assert sorted(val_cases) == ["case0", "case1", "case2", "case3"]
-        assert (run / arch / "folds.md").is_file()
-    assert len(keras.saving.load_model(run / "uamd" / "fold_0" / "best.keras").outputs) > 1  # deep supervision
+        assert sorted(val_cases) == ["case0", "case1", "case2", "case3"]  # same folds for every arch
+        with open(run / arch / "folds.csv") as handle:
+            assert [r["fold"] for r in csv.DictReader(handle)] == ["fold_0", "fold_1", "mean", "std"]
+    assert len(keras.saving.load_model(run / "ud" / "fold_0" / "best.keras").outputs) == 2  # deep supervision
     table = (run / "comparison.md").read_text()
-    assert "| | u1 | uamd | fcn |" in table and "IoU without background" in table and " ± " in table
+    assert "|  | u1 | ud |" in table and "| IoU without background | " in table and " ± " in table
     with open(run / "comparison.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["row"] for r in rows] == ["background", "vertebra", "disc", "IoU without background",
                                         "IoU with background"]
-    assert set(rows[0]) == {"row", "u1", "u1_std", "uamd", "uamd_std", "fcn", "fcn_std"}
+    assert set(rows[0]) == {"row", "u1", "u1_std", "ud", "ud_std"}
+    u1_folds = [json.loads((run / "u1" / f"fold_{i}" / "spine_keras.json").read_text())["metrics"] for i in (0, 1)]
+    assert float(rows[3]["u1"]) == pytest.approx(np.mean([m["val_miou_nobg"] for m in u1_folds]))
     assert (run / "comparison.png").stat().st_size > 1000
 
 
-def test_3d_archs_one_epoch(tmp_path):
-    cube = make_training_cube(tmp_path / "cube3d.h5", (32, 32, 32), cases=3, per_case=1, copies=0)
-    run = tmp_path / "run3d"
-    assert main(["--cube", str(cube), "--arch", "u1,uamd", "--batch-size", "2", "--depth", "2", "--out", str(run),
-                 *TINY]) == 0
-    for arch in ("u1", "uamd"):
-        meta = check_bundle(run / arch, arch, [32, 32, 32, 1])
-        assert meta["mode"] == "3d"
-    assert main(["--cube", str(cube), "--arch", "fcn", "--batch-size", "2", "--out", str(run / "fcn"), *TINY]) == 0
-    check_bundle(run / "fcn", "fcn", [32, 32, 32, 1])
+@pytest.mark.parametrize("shape, unets", [((32, 32), "uamd"), ((32, 32, 32), "u1,uamd")], ids=["2d", "3d"])
+def test_one_epoch_u1_uamd_fcn(tmp_path, shape, unets):
+    """u1 in 2D is trained by the comparison test above."""
+    cube = make_training_cube(tmp_path / "cube.h5", shape, cases=3, per_case=1, copies=0)
+    assert main(["--cube", str(cube), "--arch", unets, "--depth", "2", "--batch-size", "2",
+                 "--out", str(tmp_path / "unets"), *TINY]) == 0
+    assert main(["--cube", str(cube), "--arch", "fcn", "--batch-size", "2", "--out", str(tmp_path / "fcn"), *TINY]) == 0
+    folders = [(tmp_path / "unets" / a if "," in unets else tmp_path / "unets", a) for a in unets.split(",")]
+    for folder, arch in [*folders, (tmp_path / "fcn", "fcn")]:
+        assert check_bundle(folder, arch, [*shape, 1])["mode"] == f"{len(shape)}d"
 
 
 def test_resume_after_interruption_continues_where_it_stopped(cube2d, tmp_path, monkeypatch):
@@ -105,6 +106,7 @@ def test_resume_after_interruption_continues_where_it_stopped(cube2d, tmp_path, 
     assert main(["--resume", str(tmp_path / "killed"), "--quiet"]) == 0
     resumed, straight = history(tmp_path / "killed"), history(tmp_path / "straight")
     assert [r["epoch"] for r in resumed] == ["0", "1"]
+    assert float(resumed[0]["loss"]) == pytest.approx(float(straight[0]["loss"]), rel=1e-4)  # seeded start
     assert float(resumed[1]["loss"]) == pytest.approx(float(straight[1]["loss"]), rel=1e-4)
     assert float(resumed[1]["val_miou"]) == pytest.approx(float(straight[1]["val_miou"]), abs=1e-3)
     last = keras.saving.load_model(tmp_path / "killed" / "last.keras")

@@ -90,7 +90,7 @@ class AugmentConfig:
 class AugmentParams:
     """One draw of every transform: what `apply` needs to reproduce an augmented sample exactly."""
 
-    rotation: tuple[float, ...]  # degrees; 2D: one angle (plane 0-1); 3D: about axes 0, 1, 2, applied in that order
+    rotation: tuple[float, ...]  # degrees; 2D: one angle (plane 0-1); 3D: about axes 0, 1, 2 (R0 @ R1 @ R2)
     zoom: tuple[float, ...]  # per spatial axis, > 1 enlarges
     flip: tuple[int, ...]  # spatial axes flipped
     shift: tuple[float, ...]  # per spatial axis, fraction of that side

@@ -23,7 +23,7 @@ def _translation(offset: np.ndarray) -> np.ndarray:
 
 
 def rotation_matrix(angles: tuple[float, ...], ndim: int) -> np.ndarray:
-    """(ndim, ndim) rotation; a positive angle turns from the plane's first axis towards its second, like np.rot90."""
+    """(ndim, ndim) rotation R0 @ R1 @ R2; a positive angle turns a plane's first axis to its second (np.rot90)."""
     matrix = np.eye(ndim)
     for angle, (i, j) in zip(angles, _PLANES[ndim]):
         c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))

@@ -1,4 +1,4 @@
-"""`spine-models`: a table of every architecture in 2D and 3D (parameters, outputs, depth, receptive field), optionally plotted."""
+"""`spine-models`: parameters, outputs, depth and receptive field of every arch in 2D and 3D; diagrams."""
 
 from __future__ import annotations
 

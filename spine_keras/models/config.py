@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from spine_keras.errors import UserError
 from spine_keras.models.registry import ARCHS, PRESETS, VGG16_CONVS, ArchSpec, arch_code
@@ -102,7 +103,7 @@ def make_config(arch: str, input_shape: Sequence[int], n_classes: int, overrides
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise UserError(f"dropout must be a rate in [0, 1), got {dropout!r}")
     why = (f"the VGG16 encoder of {code} pools {depth} times" if spec.vgg
-           else f"{code} pools {depth} times (depth={depth})")
+           else f"depth={depth} of {code}")
     _check_divisible(shape, depth, why)
     final = _choice("final_activation", opts["final_activation"], FINAL_ACTIVATIONS)
     return BuildConfig(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,15 +43,15 @@ def load_keras_model(path: Path):
 
     try:
         model = keras.saving.load_model(str(path), compile=False)
-    except Exception as exc:  # noqa: BLE001 - Keras raises many types for unreadable files
+    except Exception as exc:
         raise UserError(f"cannot load model '{path}' ({type(exc).__name__}: {exc})") from exc
     return inference_model(model)
 
 
-def _keras_fn(path: Path, metadata: dict[str, Any]) -> BatchFn:
+def keras_batch_fn(model, metadata: dict[str, Any]) -> BatchFn:
+    """A Keras model as a traced batch function (one trace for every batch size), softmax applied to logits."""
     import tensorflow as tf
 
-    model = load_keras_model(path)
     logits = outputs_logits(metadata)
     spec = tf.TensorSpec([None, *metadata["input_shape"]], tf.float32)
 
@@ -67,7 +68,7 @@ def _saved_model_fn(path: Path) -> BatchFn:
 
     try:
         loaded = tf.saved_model.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for unreadable folders
+    except Exception as exc:
         raise UserError(f"cannot load SavedModel '{path}' ({type(exc).__name__}: {exc})") from exc
     if not hasattr(loaded, "serve"):
         raise UserError(f"SavedModel '{path}' has no 'serve' endpoint; export it with scripts/export.py")
@@ -133,6 +134,6 @@ def load_segmenter(model_path: Path | str, tta: bool = False) -> Segmenter:
         if differing:
             raise UserError(f"folds of '{path}' disagree on {', '.join(differing)} ({model_file}); "
                             "predict with one fold folder")
-    fns = [_keras_fn(file, meta) if kind == "keras" else _saved_model_fn(file)
+    fns = [keras_batch_fn(load_keras_model(file), meta) if kind == "keras" else _saved_model_fn(file)
            for (kind, file, _), meta in zip(found, metadatas)]
     return Segmenter(metadatas[0], fns, tta, str(path))

@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from spine_keras.errors import CaseError, UserError
-from spine_keras.io import SUPPORTED_SUFFIXES, Volume, case_id_from_path, parse_list, read_volume, suffix_of, write_volume
+from spine_keras.io import (
+    SUPPORTED_SUFFIXES,
+    Volume,
+    case_id_from_path,
+    parse_list,
+    read_volume,
+    suffix_of,
+    write_volume,
+)
 from spine_keras.predict.metrics import CaseScores, case_scores, format_table, write_csv
 from spine_keras.predict.model import Segmenter
 from spine_keras.predict.volume import predict_volume

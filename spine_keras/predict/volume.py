@@ -78,9 +78,12 @@ def _run_windowed(samples: np.ndarray, segmenter: Segmenter, window: tuple[int, 
     """Centre-pad samples smaller than the window (as training did), slide the window, crop the padding off."""
     spatial = samples.shape[1:-1]
     grown = tuple(max(n, w) for n, w in zip(spatial, window))
-    padded = np.stack([fit_shape(sample, grown, "pad", 0, fill) for sample in samples])
-    probabilities = sliding_window(padded, window, segmenter.predict, int(segmenter.metadata["n_classes"]),
+    if grown != spatial:
+        samples = np.stack([fit_shape(sample, grown, "pad", 0, fill) for sample in samples])
+    probabilities = sliding_window(samples, window, segmenter.predict, int(segmenter.metadata["n_classes"]),
                                    overlap, batch_size)
+    if grown == spatial:
+        return probabilities
     return np.stack([unfit_shape(prob, spatial, "pad", 0) for prob in probabilities])
 
 

@@ -7,7 +7,7 @@ volume never has to fit on the device.
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,10 +29,10 @@ def gaussian_importance(window: Sequence[int], sigma_scale: float = SIGMA_SCALE)
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
-    """Start offsets covering `size` voxels with `window`-wide steps of window*(1-overlap), the last flush with the end."""
+    """Window starts covering `size` voxels in steps of window*(1-overlap), the last flush with the end."""
     if size <= window:
         return [0]
-    step = max(1, int(round(window * (1.0 - overlap))))
+    step = max(1, round(window * (1.0 - overlap)))
     starts = list(range(0, size - window + 1, step))
     if starts[-1] != size - window:
         starts.append(size - window)

@@ -16,8 +16,15 @@ from spine_keras.data import CubeInfo, CubeReader, Split, distribute, train_data
 from spine_keras.errors import UserError
 from spine_keras.losses import make_loss
 from spine_keras.models import build_model, preset
-from spine_keras.train.callbacks import (MONITOR, STATE_NAME, BestCheckpoint, EpochSummary, RunState,
-                                         ValidationIoU, read_state)
+from spine_keras.train.callbacks import (
+    MONITOR,
+    STATE_NAME,
+    BestCheckpoint,
+    EpochSummary,
+    RunState,
+    ValidationIoU,
+    read_state,
+)
 from spine_keras.train.loop import fit, make_evaluator
 from spine_keras.train.reports import plot_history, write_class_table
 from spine_keras.train.settings import TrainSettings
@@ -63,7 +70,8 @@ def job_config(ctx: Context, arch: str, split: Split) -> dict[str, Any]:
         "model_config": model_config(ctx, arch),
         "optimizer": {"name": settings.optimizer or arch_preset["optimizer"], "lr": settings.lr or arch_preset["lr"]},
         "split": split.to_dict(), "online_augment": ctx.augment.to_dict() if ctx.augment else None,
-        "strategy": {"kind": type(ctx.strategy).__name__, "replicas": ctx.strategy.num_replicas_in_sync,
+        "strategy": {"name": settings.strategy, "kind": type(ctx.strategy).__name__,
+                     "replicas": ctx.strategy.num_replicas_in_sync,
                      "per_replica_batch": ctx.batch, "global_batch": ctx.global_batch,
                      "steps_per_epoch": ctx.steps_per_epoch(split),
                      "val_steps": val_steps(len(split.val), ctx.global_batch)},
@@ -93,6 +101,7 @@ def _build(ctx: Context, arch: str, folder: Path, state: dict[str, Any] | None) 
     """The compiled model (optimizer attached, so .keras files carry its state), restored when resuming."""
     config = model_config(ctx, arch)
     optimizer = ctx.settings.optimizer or preset(arch)["optimizer"]
+    keras.utils.set_random_seed(ctx.settings.seed)  # same --seed, same initial weights and dropout masks
     with ctx.strategy.scope():
         model = build_model(config.pop("arch"), config.pop("input_shape"), config.pop("n_classes"), **config)
         model.compile(optimizer=make_optimizer(optimizer, ctx.settings.lr or preset(arch)["lr"]))
@@ -103,7 +112,7 @@ def _build(ctx: Context, arch: str, folder: Path, state: dict[str, Any] | None) 
 
 
 def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder: Path) -> dict[str, Any]:
-    """Train `arch` on `split`; `folder` is the bundle (read when resuming), `write_folder` where this process writes."""
+    """Train `arch` on `split` into bundle `folder` (read on resume); this process writes to `write_folder`."""
     state = read_state(folder) if ctx.resume else None
     if state and state.get("completed") and (state["stopped_early"] or state["epoch"] >= ctx.settings.epochs):
         return state["result"]

@@ -16,6 +16,7 @@ from spine_keras.models import ARCHS, arch_code
 from spine_keras.train.strategy import STRATEGIES
 
 DEFAULT_BATCH = {"2d": 8, "3d": 2}
+FLOATS = ("lr", "dropout", "dice_smooth", "val_fraction", "min_delta", "lr_factor", "min_lr")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "adadelta", "adagrad", "nadam")
 
 
@@ -59,6 +60,13 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         self.arch = parse_archs(self.arch)
+        for name in FLOATS:  # YAML reads 1e-3 as a string
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                try:
+                    setattr(self, name, float(value))
+                except (TypeError, ValueError) as exc:
+                    raise UserError(f"{name} must be a number, got {value!r}") from exc
         self.fold = str(self.fold).strip().lower()
         for name in ("epochs", "batch_size", "steps_per_epoch", "filters", "depth", "folds"):
             value = getattr(self, name)

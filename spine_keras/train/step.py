@@ -13,7 +13,8 @@ several GPUs and several machines compute the same update (a test checks mirrore
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -37,11 +38,11 @@ class Steps:
         self.global_batch, self.n_classes = global_batch, n_classes
         with strategy.scope():  # create optimizer slots now: a compiled (XLA) step cannot create variables
             model.optimizer.build(model.trainable_variables)
-        self.train = tf.function(self._train)
-        self._gradients = tf.function(self._gradients_eager, jit_compile=jit)
-        self.evaluate = tf.function(self._evaluate)
+        self.train = tf.function(self._train, autograph=False)
+        self._gradients = tf.function(self._replica_gradients, jit_compile=True) if jit else self._replica_gradients
+        self.evaluate = tf.function(self._evaluate, autograph=False)
 
-    def _gradients_eager(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, list]:
+    def _replica_gradients(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, list]:
         """Forward, loss scaled by 1/global batch, backward (XLA-compiled with --jit)."""
         with tf.GradientTape() as tape:
             outputs = _as_list(self.model(images, training=True))
