@@ -8,6 +8,7 @@ Engines, each in its own process (so peak RSS is its own), fixed thread count, u
                (channels 8,16,32,64, strides 2, ~122k params): the reference
   ours+torch   spine_keras' sliding window driving that same torch UNet: the window/stitching engines compared alone
 A timed run is the whole in-memory segmentation: normalization, windows or slices, model, stitching, argmax.
+Wall and process CPU seconds are both reported: on a shared machine CPU seconds are the steadier comparison.
 Torch and MONAI are optional (`pip install torch==2.13.0 monai`, CPU wheel); their rows are skipped when absent.
 
     python bench/bench_predict.py [--case VB3_01] [--threads 2] [--rounds 2] [--repeats 2] [--out FILE.md]
@@ -141,14 +142,15 @@ def child(args: argparse.Namespace) -> None:
     image = read_volume(DATA / f"{args.case}_image.nrrd")
     label, run = _runner(args.engine, image, args.threads)
     run()
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         run()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"engine": args.engine, "model": label, "shape": list(image.shape), "times": times,
-                      "peak_mb": peak_mb}))
+                      "cpu": cpu, "peak_mb": peak_mb}))
 
 
 def _available(engine: str) -> bool:
@@ -160,6 +162,10 @@ def _available(engine: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def _stat(values: list[float]) -> str:
+    return f"{min(values):.2f} ({statistics.median(values):.2f})"
 
 
 def _run_child(engine: str, args: argparse.Namespace, env: dict[str, str]) -> dict:
@@ -186,22 +192,24 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.rounds):  # engines alternate, so load from other processes hits them alike
         for engine in engines:
             row = _run_child(engine, args, env)
-            kept = results.setdefault(engine, {**row, "times": [], "peak_mb": 0.0})
+            kept = results.setdefault(engine, {**row, "times": [], "cpu": [], "peak_mb": 0.0})
             kept["times"] += row.get("times", [])
+            kept["cpu"] += row.get("cpu", [])
             kept["peak_mb"] = max(kept["peak_mb"], row.get("peak_mb", 0.0))
     header = (f"CPU: {cpu_name()}, {os.cpu_count()} cores visible, {args.threads} threads; load average at start "
               f"{load:.2f}; case {args.case}; min (median) of {args.rounds} x {args.repeats} runs, each process "
               "warmed up once")
-    lines = [header, "", "| engine | model | volume | s / volume | peak RSS MB |", "|---|---|---|---|---|"]
+    lines = [header, "", "| engine | model | volume | wall s / volume | CPU s / volume | peak RSS MB |",
+             "|---|---|---|---|---|---|"]
     for engine in args.engines:
         row = results.get(engine)
         if row is None:
-            lines.append(f"| {engine} | skipped: torch/monai not installed | | | |")
+            lines.append(f"| {engine} | skipped: torch/monai not installed | | | | |")
         elif not row["times"]:
-            lines.append(f"| {engine} | failed: {row.get('error')} | | | |")
+            lines.append(f"| {engine} | failed: {row.get('error')} | | | | |")
         else:
             lines.append(f"| {engine} | {row['model']} | {'x'.join(map(str, row['shape']))} | "
-                         f"{min(row['times']):.2f} ({statistics.median(row['times']):.2f}) | {row['peak_mb']:.0f} |")
+                         f"{_stat(row['times'])} | {_stat(row['cpu'])} | {row['peak_mb']:.0f} |")
     table = "\n".join(lines)
     print(table)
     if args.out:

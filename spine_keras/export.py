@@ -90,7 +90,7 @@ def export_saved_model(model, metadata: dict[str, Any], path: Path) -> dict[str,
 def _replace_dir(tmp: Path, target: Path) -> None:
     """Move a finished temporary folder onto `target`, replacing an earlier export there."""
     if target.exists():
-        if not (target / METADATA_NAME).is_file():
+        if not ((target / METADATA_NAME).is_file() and (target / SAVED_MODEL_DIR).is_dir()):
             raise UserError(f"'{target}' exists and is not a spine_keras export; choose another -o folder")
         shutil.rmtree(target)
     os.replace(tmp, target)

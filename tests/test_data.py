@@ -84,14 +84,15 @@ def test_reader_opens_one_handle_per_thread(cube_path):
 
     def work(name: str, index: int) -> None:
         images[name] = reader.read(index)[0]
-        handles[name] = id(reader._datasets()[0].file)
+        handles[name] = reader._datasets()[0]
 
     threads = [threading.Thread(target=work, args=(f"t{i}", i)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert handles["t0"] != handles["t1"]
+    assert handles["t0"] is not handles["t1"] and handles["t0"].id.id != handles["t1"].id.id
+    assert reader._datasets()[0] is reader._datasets()[0]  # one handle per thread, reused
     with h5py.File(cube_path) as handle:
         assert np.array_equal(images["t1"], handle["images"][1])
 

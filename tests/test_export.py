@@ -154,6 +154,9 @@ def test_kfold_export_and_cli_errors(tmp_path, capsys):
     assert main([str(tmp_path / "kfold" / "fold_0"), "-o", str(tmp_path / "taken")]) == 2
     assert "is not a spine_keras export" in capsys.readouterr().err
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+    fold_0 = tmp_path / "kfold" / "fold_0"
+    assert main([str(fold_0), "-o", str(fold_0)]) == 2  # never replaces the run folder itself
+    assert "is not a spine_keras export" in capsys.readouterr().err and (fold_0 / "best.keras").is_file()
     assert main([str(tmp_path / "nowhere")]) == 2
     assert "run folder" in capsys.readouterr().err
     assert main([str(tmp_path / "taken")]) == 2

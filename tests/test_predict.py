@@ -15,6 +15,7 @@ from spine_keras.cli.predict import main
 from spine_keras.io import Volume, read_volume, write_volume
 from spine_keras.models import build_model
 from spine_keras.predict import load_segmenter
+from spine_keras.predict.fold import fold_batchnorm
 from spine_keras.predict.metrics import case_scores, overall
 from spine_keras.preprocess import PreprocessConfig
 
@@ -122,6 +123,25 @@ def test_kfold_run_averages_its_folds(tmp_path):
     softmax = [np.exp(v) / np.exp(v).sum() for v in ([0.0, 2.0, 0.0], [0.0, 0.0, 1.0])]
     out = segmenter.predict(np.zeros((2, 16, 16, 1), np.float32))
     np.testing.assert_allclose(out[1, 5, 7], (softmax[0] + softmax[1]) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("arch, shape, overrides", [("u1", (16, 16, 16, 1), {"filters": 4, "depth": 2}),
+                                                    ("uad", (32, 32, 1), {"filters": 4, "depth": 2})])
+def test_folding_batch_norms_keeps_the_outputs(arch, shape, overrides):
+    rng = np.random.default_rng(4)
+    model = build_model(arch, shape, 3, **overrides)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for norm in norms:  # trained-looking statistics, so the fold has something to do
+        n = norm.moving_mean.shape[0]
+        norm.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.3, n),
+                          rng.uniform(0.5, 2.0, n)])
+    folded = fold_batchnorm(model)
+    assert norms and not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    batch = rng.normal(size=(2, *shape)).astype(np.float32)
+    expected, found = (keras.tree.flatten(m(batch, training=False)) for m in (model, folded))
+    assert len(expected) == len(found) == len(model.outputs)
+    for want, got in zip(expected, found):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
 def test_case_scores_match_hand_computed_values():

@@ -12,7 +12,7 @@ import pytest
 from training_cubes import make_training_cube
 
 from spine_keras.cli.train import main
-from spine_keras.models import build_model
+from spine_keras.models import ARCHS, build_model
 from spine_keras.train import merge_settings
 from spine_keras.train.callbacks import RunState
 
@@ -111,8 +111,11 @@ def test_resume_after_interruption_continues_where_it_stopped(cube2d, tmp_path, 
     assert float(resumed[1]["val_miou"]) == pytest.approx(float(straight[1]["val_miou"]), abs=1e-3)
     last = keras.saving.load_model(tmp_path / "killed" / "last.keras")
     assert int(last.optimizer.iterations.numpy()) == 2 * 3  # optimizer state restored: 12 samples / 4 = 3 steps
-    assert main(["--resume", str(tmp_path / "killed"), "--epochs", "2", "--quiet"]) == 0  # finished: nothing to do
+    exported = []
+    monkeypatch.setattr("spine_keras.export.export_bundle", lambda run, out: exported.append((Path(run), Path(out))))
+    assert main(["--resume", str(tmp_path / "killed"), "--epochs", "2", "--quiet", "--export"]) == 0  # finished
     assert len(history(tmp_path / "killed")) == 2
+    assert exported == [(tmp_path / "killed", tmp_path / "killed" / "export")]
 
 
 def test_mixed_precision_and_jit(cube2d, tmp_path):
@@ -131,6 +134,8 @@ def test_config_file_then_flags(tmp_path):
     assert (settings.epochs, settings.filters, settings.arch, settings.val_fraction) == (2, 8, ["u1", "fcn"], 0.3)
     (tmp_path / "c.json").write_text(json.dumps({"settings": {"loss": "dice", "lr": 0.01}}))
     assert merge_settings(tmp_path / "c.json", {}).loss == "dice"
+    assert merge_settings(None, {"arch": "all"}).arch == list(ARCHS)
+    assert merge_settings(None, {"arch": "UAMD, u1,uamd", "lr": "1e-3"}).arch == ["uamd", "u1"]
 
 
 @pytest.mark.parametrize("case, message", [

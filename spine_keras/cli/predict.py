@@ -12,17 +12,16 @@ from spine_keras.predict.run import FORMATS
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spine-predict", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="run folder, k-fold run root (folds are averaged), .keras file, "
+    p = argparse.ArgumentParser(prog="spine-predict", description=__doc__)
+    p.add_argument("model", metavar="MODEL", help="run folder, k-fold run root (folds are averaged), .keras file, "
                                  "exported SavedModel folder or export folder")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="volumes (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd) or list files (image[,label] a line)")
-    p.add_argument("-o", "--out-dir", default="predictions", help="output folder")
+    p.add_argument("-o", "--out-dir", default="predictions", help="output folder (default predictions)")
     p.add_argument("--label", action="append", default=[], metavar="PATH",
                    help="ground truth for the volume INPUTs, once per volume in the same order: Dice/IoU table + CSV")
-    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows or slices per model call")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows or slices per model call (default 4)")
     p.add_argument("--tta", action="store_true", help="average over all flips of the spatial axes")
     p.add_argument("--probabilities", action="store_true", help="also write per-class probability maps (_prob)")
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="output format (default: the input's)")

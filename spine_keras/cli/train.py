@@ -13,16 +13,14 @@ from spine_keras.errors import UserError
 RESUME_OVERRIDES = ("epochs", "verbose")
 
 
-def _defaults() -> dict[str, Any]:
-    """Default settings, to show in --help without importing TensorFlow."""
-    from spine_keras.train.settings import TrainSettings
-
-    return TrainSettings().to_dict()
-
-
 def parser() -> argparse.ArgumentParser:
     """Flags; every setting defaults to 'not given' so a --config file's value stands unless a flag overrides it."""
-    d = _defaults()
+    from spine_keras.losses import LOSSES
+    from spine_keras.models.config import ACTIVATIONS, NORMALIZATIONS, UPSAMPLINGS
+    from spine_keras.train.settings import OPTIMIZERS, TrainSettings
+    from spine_keras.train.strategy import STRATEGIES
+
+    d = TrainSettings().to_dict()
     p = argparse.ArgumentParser(prog="spine-train", description=__doc__, argument_default=argparse.SUPPRESS)
     add = p.add_argument
     add("--cube", help=f"training cube (default {d['cube']})")
@@ -35,18 +33,18 @@ def parser() -> argparse.ArgumentParser:
     add("--export", nargs="?", const="", default=None, metavar="DIR",
         help="after training, export the best bundle as a SavedModel (default DIR: RUN/export)")
     m = p.add_argument_group("model and optimizer (default: the arch's preset)")
-    m.add_argument("--optimizer", help="adam, rmsprop, adadelta, sgd, adamw, adagrad, nadam")
+    m.add_argument("--optimizer", choices=OPTIMIZERS)
     m.add_argument("--lr", type=float, help="learning rate")
-    m.add_argument("--activation", choices=("relu", "prelu", "leaky_relu"))
+    m.add_argument("--activation", choices=ACTIVATIONS)
     m.add_argument("--filters", type=int, help="initial filters")
     m.add_argument("--depth", type=int, help="pooling levels (default: the arch's)")
-    m.add_argument("--normalization", choices=("batch", "group", "instance", "none"),
+    m.add_argument("--normalization", choices=NORMALIZATIONS,
                    help=f"(default {d['normalization']})")
     m.add_argument("--dropout", type=float, help=f"(default {d['dropout']})")
-    m.add_argument("--upsampling", choices=("transpose", "resize"), help=f"(default {d['upsampling']})")
+    m.add_argument("--upsampling", choices=UPSAMPLINGS, help=f"(default {d['upsampling']})")
     m.add_argument("--deep-supervision", action=argparse.BooleanOptionalAction, help="(default: the arch's)")
     lo = p.add_argument_group("loss")
-    lo.add_argument("--loss", choices=("dice", "ce", "ce+dice"), help=f"(default {d['loss']})")
+    lo.add_argument("--loss", choices=LOSSES, help=f"(default {d['loss']})")
     lo.add_argument("--dice-background", action=argparse.BooleanOptionalAction,
                     help="include the background class in the Dice loss (default no)")
     lo.add_argument("--dice-smooth", type=float, help=f"Dice smoothing term (default {d['dice_smooth']})")
@@ -68,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     da.add_argument("--online-augment", action=argparse.BooleanOptionalAction,
                     help="augment training samples on the fly with the cube's augmentation settings")
     pe = p.add_argument_group("performance")
-    pe.add_argument("--strategy", choices=("auto", "one", "mirrored", "multiworker"), help=f"(default {d['strategy']})")
+    pe.add_argument("--strategy", choices=STRATEGIES, help=f"(default {d['strategy']})")
     pe.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
                     help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
     pe.add_argument("--jit", action=argparse.BooleanOptionalAction, help="XLA-compile the forward/backward pass")

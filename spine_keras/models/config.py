@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 from spine_keras.errors import UserError
@@ -51,10 +52,10 @@ def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
     """`value` as an int within [low, high], else a UserError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in {low}..{high}"
         raise UserError(f"{name} must be an integer {bound}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
@@ -63,9 +64,7 @@ def _input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     if len(shape) not in (3, 4):
         raise UserError(f"input_shape {shape} needs (H, W, C) for 2D or (D, H, W, C) for 3D "
                         f"(spatial sides then channels), got {len(shape)} dims")
-    for value in shape:
-        _int("every input_shape entry", value, 1)
-    return shape
+    return tuple(_int("every input_shape entry", value, 1) for value in shape)
 
 
 def _check_divisible(shape: tuple[int, ...], depth: int, why: str) -> None:

@@ -49,9 +49,13 @@ def load_keras_model(path: Path):
 
 
 def keras_batch_fn(model, metadata: dict[str, Any]) -> BatchFn:
-    """A Keras model as a traced batch function (one trace for every batch size), softmax applied to logits."""
+    """A Keras model as a traced batch function (one trace for every batch size), batch norms folded into the
+    convolutions, softmax applied to logits."""
     import tensorflow as tf
 
+    from spine_keras.predict.fold import fold_batchnorm
+
+    model = fold_batchnorm(model)
     logits = outputs_logits(metadata)
     spec = tf.TensorSpec([None, *metadata["input_shape"]], tf.float32)
 
@@ -101,10 +105,10 @@ class Segmenter:
     metadata: dict[str, Any]
     fns: list[BatchFn]
     tta: bool = False
-    source: str = ""
 
     @property
     def rank(self) -> int:
+        """Spatial axes of the model input: 2 or 3."""
         return len(self.metadata["input_shape"]) - 1
 
     def _once(self, batch: np.ndarray) -> np.ndarray:
@@ -124,11 +128,22 @@ class Segmenter:
         return total / len(flips)
 
 
+def check_metadata(metadata: dict[str, Any], where: Path) -> None:
+    """UserError when the metadata cannot drive prediction (unknown mode, shape of the wrong rank, no 2D axis)."""
+    mode, shape = metadata.get("mode"), metadata.get("input_shape") or []
+    if mode not in ("2d", "3d") or len(shape) != (3 if mode == "2d" else 4):
+        raise UserError(f"model metadata of '{where}' has mode {mode!r} with input_shape {shape}; expected '2d' "
+                        "with (H, W, C) or '3d' with (D, H, W, C)")
+    if mode == "2d" and metadata.get("axis") not in (0, 1, 2):
+        raise UserError(f"model metadata of '{where}' has no slice axis (0, 1 or 2) for its 2D model")
+
+
 def load_segmenter(model_path: Path | str, tta: bool = False) -> Segmenter:
     """Load MODEL as given on the command line, checking that ensemble folds share their preprocessing."""
     path = Path(model_path)
     found = _resolve(path)
     metadatas = [read_metadata(meta_path) for _, _, meta_path in found]
+    check_metadata(metadatas[0], path)
     for other, (_, model_file, _) in zip(metadatas[1:], found[1:]):
         differing = [key for key in SHARED_KEYS if other.get(key) != metadatas[0].get(key)]
         if differing:
@@ -136,4 +151,4 @@ def load_segmenter(model_path: Path | str, tta: bool = False) -> Segmenter:
                             "predict with one fold folder")
     fns = [keras_batch_fn(load_keras_model(file), meta) if kind == "keras" else _saved_model_fn(file)
            for (kind, file, _), meta in zip(found, metadatas)]
-    return Segmenter(metadatas[0], fns, tta, str(path))
+    return Segmenter(metadatas[0], fns, tta)

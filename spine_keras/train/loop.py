@@ -40,7 +40,9 @@ def fit(model: keras.Model, steps: Steps, iterator: Any, epochs: int, initial_ep
             callbacks.on_train_batch_begin(step)
             total += float(steps.train(iterator))
             callbacks.on_train_batch_end(step, {"loss": total / (step + 1)})
-        logs = {"loss": total / steps_per_epoch,
+            if model.stop_training:  # TerminateOnNaN
+                break
+        logs = {"loss": total / (step + 1),
                 "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))}
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:

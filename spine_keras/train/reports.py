@@ -59,6 +59,7 @@ def plot_history(history_csv: Path, class_names: Sequence[str], folder: Path) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     history = read_history(history_csv)
     if "epoch" not in history:
@@ -73,6 +74,7 @@ def plot_history(history_csv: Path, class_names: Sequence[str], folder: Path) ->
             if key in history:
                 axes.plot(epochs, history[key], marker="o", markersize=3, label=label)
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel("loss" if name == "loss.png" else "IoU")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)

@@ -6,6 +6,7 @@ plus `folds.csv|md`; several archs give `<arch>/` folders (each as above) plus `
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -53,11 +54,13 @@ def job_folder(run_dir: Path, arch: str, split: Split, n_archs: int, n_splits: i
 
 
 def _augment_config(settings: TrainSettings, cube: CubeInfo) -> AugmentConfig | None:
-    """Online augmentation settings: the config file's `augment`, else the cube's, else the defaults."""
+    """Online augmentation settings: the config file's `augment`, else the cube's (its ranges), else the defaults."""
     if not settings.online_augment:
         return None
+    fields = {f.name for f in dataclasses.fields(AugmentConfig)}
+    from_cube = {k: v for k, v in (cube.attrs.get("augment") or {}).items() if k in fields}  # not `copies`
     try:
-        return AugmentConfig.from_dict(settings.augment or cube.attrs.get("augment") or {})
+        return AugmentConfig.from_dict(settings.augment or from_cube)
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad augmentation settings for --online-augment: {exc}") from exc
 
