@@ -18,6 +18,9 @@ from spine_keras.io import atomic_path
 
 METADATA_NAME = "spine_keras.json"
 BUNDLE_FORMAT = "spine_keras.bundle/1"
+RUN_MODEL_FILES = ("best.keras", "last.keras")  # a run folder's models, preferred first
+SAVED_MODEL_DIR = "saved_model"  # inside an export folder
+EXPORT_KERAS_NAME = "model.keras"  # the inference model beside it
 # Keys every bundle carries; see README "Model bundle".
 REQUIRED_KEYS = ("format", "arch", "mode", "input_shape", "n_classes", "class_names", "preprocess")
 
@@ -110,3 +113,25 @@ def read_metadata(model_path: Path | str) -> dict[str, Any]:
     if missing or metadata.get("format") != BUNDLE_FORMAT:
         raise UserError(f"'{path}' is not spine_keras model metadata (missing {', '.join(missing) or 'format'})")
     return metadata
+
+
+def outputs_logits(metadata: dict[str, Any]) -> bool:
+    """Whether the bundle's model ends without softmax (built with final_activation 'none')."""
+    config = metadata.get("model") or {}
+    if "final_activation" not in config:
+        return False
+    value = config["final_activation"]
+    return value is None or str(value).strip().lower() == "none"
+
+
+def load_keras_model(path: Path):
+    """The inference view (main `seg` output only) of a `.keras` file; spine_keras layers are registered first."""
+    import keras
+
+    from spine_keras.models import inference_model
+
+    try:
+        model = keras.saving.load_model(str(path), compile=False)
+    except Exception as exc:
+        raise UserError(f"cannot load model '{path}' ({type(exc).__name__}: {exc})") from exc
+    return inference_model(model)

@@ -12,15 +12,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from spine_keras.bundle import METADATA_NAME, read_metadata, write_metadata
-from spine_keras.errors import UserError
-from spine_keras.predict.model import (
+from spine_keras.bundle import (
     EXPORT_KERAS_NAME,
+    METADATA_NAME,
     RUN_MODEL_FILES,
     SAVED_MODEL_DIR,
     load_keras_model,
     outputs_logits,
+    read_metadata,
+    write_metadata,
 )
+from spine_keras.errors import UserError
 
 DEFAULT_DIR = "export"
 SIGNATURE = "serve"
@@ -92,7 +94,11 @@ def _replace_dir(tmp: Path, target: Path) -> None:
     if target.exists():
         if not ((target / METADATA_NAME).is_file() and (target / SAVED_MODEL_DIR).is_dir()):
             raise UserError(f"'{target}' exists and is not a spine_keras export; choose another -o folder")
-        shutil.rmtree(target)
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)  # the earlier export stays whole until the new one is in place
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+        return
     os.replace(tmp, target)
 
 

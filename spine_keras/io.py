@@ -45,11 +45,6 @@ class Volume:
     def shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.array.shape[: self.spatial_ndim])
 
-    def with_array(self, array: np.ndarray, spacing: tuple[float, ...] | None = None,
-                   origin: tuple[float, ...] | None = None) -> "Volume":
-        """The same geometry (or a changed spacing/origin) around another array."""
-        return Volume(array, tuple(spacing or self.spacing), tuple(origin or self.origin), self.direction.copy())
-
 
 @dataclasses.dataclass(frozen=True)
 class ListEntry:
@@ -107,7 +102,7 @@ def parse_list(list_path: Path | str, require_label: bool = True) -> list[ListEn
         case_id = case_id_from_path(paths[0])
         if case_id in seen:
             seen[case_id] += 1
-            case_id = f"{case_id}#{number}"
+            case_id = f"{case_id}_line{number}"
         else:
             seen[case_id] = 1
         entries.append(ListEntry(where, paths[0], paths[1] if len(paths) == 2 else None, case_id))

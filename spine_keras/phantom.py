@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from spine_keras.io import Volume, write_volume
+from spine_keras.io import Volume, atomic_path, write_volume
 
 CLASS_NAMES = ["background", "vertebra", "disc"]
 DEFAULT_SHAPE = (160, 112, 40)
@@ -67,5 +67,6 @@ def write_demo(out_dir: Path | str, list_path: Path | str, cases: int = 6, seed:
         write_volume(Volume(label, **geometry), f"{stem}_label.nrrd")
         rel = os.path.relpath(stem, list_path.parent.resolve())
         lines.append(f"{rel}_image.nrrd,{rel}_label.nrrd")
-    list_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_path(list_path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return list_path

@@ -83,6 +83,8 @@ class LabelMap:
                 raise UserError(f"--label-map: cannot read rule '{part.strip()}'; write 'ID:CLASS', 'LOW-HIGH:CLASS' "
                                 "or '*:CLASS', comma-separated, e.g. '1-7:1'")
             low, high, target = match.groups()
+            if int(target) > 255:
+                raise UserError(f"--label-map: class {target} in '{part.strip()}' is above 255 (labels are uint8)")
             if low == "*":
                 default = int(target)
                 continue
@@ -227,8 +229,3 @@ def fit_shape(array: np.ndarray, shape: Sequence[int], fit: str, order: int, fil
     if fit == "resize":
         return resize(array, shape, order)
     return _centre_pad_crop(array, shape, fill)
-
-
-def unfit_shape(array: np.ndarray, shape: Sequence[int], fit: str, order: int, fill: float = 0.0) -> np.ndarray:
-    """Invert `fit_shape`: back to the original spatial `shape` (pad/crop is its own inverse)."""
-    return fit_shape(array, shape, fit, order, fill)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 
 from spine_keras.cli.make_cube import main as make_cube
 from spine_keras.cube import read_attrs

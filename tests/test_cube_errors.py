@@ -133,3 +133,16 @@ def test_killed_build_leaves_nothing(pair_list, tmp_path: Path, sig: int) -> Non
         assert make_cube([str(lst.with_name("one.txt")), "-o", str(out), "--quiet", "--workers", "1",
                           "--shape", "32,32"]) == 0
         assert not list(tmp_path.glob(".c.h5.*")) and out.exists()
+
+
+def test_2d_volume_and_roi_with_resize(tmp_path: Path, capsys) -> None:
+    geometry = dict(spacing=(1.0, 1.0), origin=(0.0, 0.0), direction=np.eye(2))
+    write_volume(Volume(np.ones((20, 20), np.float32), **geometry), tmp_path / "a_image.nrrd")
+    write_volume(Volume(np.zeros((20, 20), np.uint8), **geometry), tmp_path / "a_label.nrrd")
+    lst = write_list(tmp_path, ["a_image.nrrd,a_label.nrrd"])
+    assert run(lst, tmp_path / "c.h5") == 2
+    assert_clean_failure(capsys, tmp_path / "c.h5", "line 1", "2 spatial dimensions")
+    assert run(lst, tmp_path / "c.h5", "--crop-roi", "5") == 2
+    assert_clean_failure(capsys, tmp_path / "c.h5", "--fit pad")
+    assert run(lst, tmp_path / "c.h5", "--label-map", "1:300") == 2
+    assert_clean_failure(capsys, tmp_path / "c.h5", "above 255")

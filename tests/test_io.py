@@ -47,7 +47,7 @@ def test_parse_list_empty_and_missing(tmp_path: Path) -> None:
 
 def test_duplicate_case_ids_get_line_suffix(tmp_path: Path) -> None:
     (tmp_path / "l.txt").write_text("x/a_image.nrrd,x/a_label.nrrd\ny/a_image.nrrd,y/a_label.nrrd\n")
-    assert [e.case_id for e in parse_list(tmp_path / "l.txt")] == ["a", "a#2"]
+    assert [e.case_id for e in parse_list(tmp_path / "l.txt")] == ["a", "a_line2"]
 
 
 def test_case_id_and_suffix() -> None:

@@ -16,7 +16,7 @@ from spine_keras.io import Volume, read_volume, write_volume
 from spine_keras.models import build_model
 from spine_keras.predict import load_segmenter
 from spine_keras.predict.fold import fold_batchnorm
-from spine_keras.predict.metrics import case_scores, overall
+from spine_keras.predict.metrics import case_scores, overall, pooled
 from spine_keras.preprocess import PreprocessConfig
 
 CLASSES = ["background", "vertebra", "disc"]
@@ -155,6 +155,9 @@ def test_case_scores_match_hand_computed_values():
     other = case_scores("d", np.array([3, 0]), np.array([3, 3]), 4)
     mean = overall([scores, other])
     np.testing.assert_allclose(mean.dice, [(4 / 7 + 0) / 2, 4 / 6, 2 / 3, 2 / 3])
+    # pooled over both cases: class 0 |P|=5 |T|=3 hit=2, class 3 |P|=1 |T|=2 hit=1
+    pooled_scores = pooled([scores, other])
+    np.testing.assert_allclose(np.array(pooled_scores.iou)[[0, 3]], [2 / 6, 1 / 2])
 
 
 def test_label_metrics_table_and_csv(tmp_path, capsys):
@@ -177,9 +180,12 @@ def test_label_metrics_table_and_csv(tmp_path, capsys):
         expected[f"case{i}"] = {"vertebra": (2 * fg / (n + fg), fg / n), "background": (0.0, 0.0)}
     expected["mean"] = {c: tuple(np.mean([expected[k][c][j] for k in ("case0", "case1")]) for j in range(2))
                         for c in ("vertebra", "background")}
+    fg = sum(np.count_nonzero(read_volume(t).array) for t in truths)
+    n = sum(read_volume(t).array.size for t in truths)
+    expected["all voxels"] = {"vertebra": (2 * fg / (n + fg), fg / n), "background": (0.0, 0.0)}
     with open(tmp_path / "out" / "metrics.csv", newline="") as handle:
         found = {(r["case"], r["class"]): (float(r["dice"]), float(r["iou"])) for r in csv.DictReader(handle)}
-    assert len(found) == 6
+    assert len(found) == 8
     for case, classes in expected.items():
         for name, values in classes.items():
             np.testing.assert_allclose(found[(case, name)], values, atol=1e-6)

@@ -62,6 +62,10 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
         raise UserError(f"augmentation flags: {exc}") from exc
     if args.augment < 0:
         raise UserError("--augment must be >= 0")
+    if args.crop_roi is not None and args.fit == "resize" and args.stride is None:
+        raise UserError("--crop-roi with --fit resize would train on anatomy scaled differently from what "
+                        "prediction sees (it cannot crop to a label it does not have); add --fit pad, or use "
+                        "--mode 3d --stride")
     if len(args.percentiles) != 2:
         raise UserError("--percentiles takes two numbers, e.g. 0.5,99.5")
     return CubeConfig(

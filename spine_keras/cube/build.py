@@ -116,6 +116,9 @@ def _run(job: CaseJob) -> CaseSamples | CaseError:
         return exc
     except UserError as exc:
         return CaseError(str(exc), job.entry.case_id)
+    except Exception as exc:  # noqa: BLE001 - one bad case must not end the build with a traceback
+        return CaseError(f"{job.entry.source}: cannot process '{job.entry.image}' ({type(exc).__name__}: {exc})",
+                         job.entry.case_id)
 
 
 def build_cube(config: CubeConfig, warn: Callable[[str], None] | None = None, progress: bool = True) -> BuildReport:

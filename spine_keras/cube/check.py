@@ -10,8 +10,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from spine_keras.cube.store import CUBE_FORMAT, DATASETS, read_attrs
-from spine_keras.errors import UserError
+from spine_keras import outputs
+from spine_keras.cube.store import DATASETS, read_attrs
 
 BLOCK = 64  # samples read at a time: memory stays bounded whatever the cube's size
 
@@ -94,8 +94,6 @@ def check_cube(path: Path | str) -> CubeReport:
     """Validate layout, dtypes, lengths, finite values and label range, streaming the samples in blocks."""
     path = Path(path)
     attrs = read_attrs(path)
-    if attrs.get("format") != CUBE_FORMAT:
-        raise UserError(f"'{path}' is not a spine_keras cube")
     report = CubeReport(path, attrs, [])
     try:
         with h5py.File(path, "r") as handle:
@@ -148,13 +146,7 @@ def _scan(handle: h5py.File, attrs: dict[str, Any], report: CubeReport) -> None:
 
 def montage(path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, seed: int = 0) -> Path:
     """Draw random original samples with their label overlaid, each beside up to `copies` augmented copies."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from spine_keras.io import atomic_path
-
+    plt = outputs.pyplot()
     png = Path(png)
     with h5py.File(path, "r") as handle:
         case_ids = handle["case_ids"].asstr()[:]
@@ -181,7 +173,5 @@ def montage(path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, s
             for ax in axes[row]:
                 ax.axis("off")
         fig.tight_layout()
-        with atomic_path(png) as tmp:
-            fig.savefig(tmp, dpi=80, format="png")
-        plt.close(fig)
+        outputs.save_figure(fig, png, dpi=80)
     return png

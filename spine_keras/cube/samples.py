@@ -89,6 +89,8 @@ def load_case(entry: ListEntry) -> tuple[Volume, Volume]:
     assert entry.label is not None
     label = read_volume(entry.label, entry.source)
     for volume, path in ((image, entry.image), (label, entry.label)):
+        if volume.spatial_ndim != 3:
+            raise CaseError(f"{entry.source}: '{path}' has {volume.spatial_ndim} spatial dimensions; give 3D volumes")
         if volume.channels != 1:
             raise CaseError(f"{entry.source}: '{path}' has {volume.channels} channels; give single-channel volumes")
     if image.shape != label.shape:
@@ -151,12 +153,12 @@ def process_case(job: CaseJob) -> CaseSamples:
         label = resample(label, spacing, pre.spacing, 0)
         spacing = pre.spacing
     image = normalize(image, pre)
+    fill = float(image.min())  # the whole volume's minimum, as prediction pads with
     if pre.crop_roi_mm is not None:
         box = roi_slices(label, spacing, pre.crop_roi_mm)
         image, label = image[box], label[box]
     rng = np.random.default_rng([job.seed, job.index])
     order = INTERPOLATIONS[pre.interpolation]
-    fill = float(image.min())
     if sampling.mode == "2d":
         raw = _slices(image, label, sampling)
     elif sampling.stride is None:

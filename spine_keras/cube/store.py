@@ -15,7 +15,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from spine_keras import __version__
 from spine_keras.errors import UserError
+from spine_keras.preprocess import PreprocessConfig
 
 CUBE_FORMAT = "spine_keras.cube/1"
 DATASETS = ("images", "labels", "case_ids", "augmented", "positions")
@@ -134,7 +136,10 @@ def write_cube_arrays(path: Path | str, images: np.ndarray, labels: np.ndarray, 
         "class_names": ["background"] + [f"class_{i}" for i in range(1, n_classes)],
         "spacing": None, "label_map": None,
         "normalization": {"method": "zscore", "percentiles": [0.5, 99.5]}, "augment": None, "seed": 0,
-        "source_list": "", "spine_keras_version": _version(), "skipped": [],
+        "source_list": "", "spine_keras_version": __version__, "skipped": [],
+        "preprocess": PreprocessConfig().to_dict(),
+        "sampling": {"mode": f"{labels.ndim - 1}d", "axis": 2, "shape": list(labels.shape[1:]), "min_foreground": 0.0,
+                     "stride": None, "background_keep": 0.1},
     }
     defaults.update(attrs)
     with h5py.File(path, "w") as handle:
@@ -146,8 +151,3 @@ def write_cube_arrays(path: Path | str, images: np.ndarray, labels: np.ndarray, 
         write_attrs(handle, defaults)
     return path
 
-
-def _version() -> str:
-    from spine_keras import __version__
-
-    return __version__

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -10,18 +9,27 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_keras.io import atomic_path
+from spine_keras import outputs
+
+from spine_keras.metrics import dice_per_class, iou_per_class
 
 OVERALL = "mean"
+POOLED = "all voxels"
 
 
 @dataclasses.dataclass
 class CaseScores:
-    """Dice and IoU per class of one case; NaN where a class is absent from both prediction and truth."""
+    """Dice and IoU per class of one case (NaN where a class is in neither prediction nor truth) and the
+    confusion matrix they come from."""
 
     case_id: str
     dice: list[float]
     iou: list[float]
+    confusion: np.ndarray
+
+
+def _scores(case_id: str, confusion: np.ndarray) -> CaseScores:
+    return CaseScores(case_id, dice_per_class(confusion).tolist(), iou_per_class(confusion).tolist(), confusion)
 
 
 def case_scores(case_id: str, predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> CaseScores:
@@ -29,12 +37,7 @@ def case_scores(case_id: str, predicted: np.ndarray, truth: np.ndarray, n_classe
     pred = predicted.ravel().astype(np.int64)
     true = truth.ravel().astype(np.int64)
     confusion = np.bincount(true * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-    hits = np.diag(confusion).astype(np.float64)
-    pred_count, true_count = confusion.sum(axis=0), confusion.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = 2 * hits / (pred_count + true_count)
-        iou = hits / (pred_count + true_count - hits)
-    return CaseScores(case_id, dice.tolist(), iou.tolist())
+    return _scores(case_id, confusion)
 
 
 def overall(scores: Sequence[CaseScores]) -> CaseScores:
@@ -45,12 +48,17 @@ def overall(scores: Sequence[CaseScores]) -> CaseScores:
 
     n = len(scores[0].dice)
     return CaseScores(OVERALL, [mean([s.dice[c] for s in scores]) for c in range(n)],
-                      [mean([s.iou[c] for s in scores]) for c in range(n)])
+                      [mean([s.iou[c] for s in scores]) for c in range(n)], sum(s.confusion for s in scores))
+
+
+def pooled(scores: Sequence[CaseScores]) -> CaseScores:
+    """The paper's definition: IoU and Dice from the confusion matrix summed over every case's voxels."""
+    return _scores(POOLED, sum(s.confusion for s in scores))
 
 
 def rows(scores: Sequence[CaseScores], class_names: Sequence[str]) -> list[tuple[str, str, float, float]]:
-    """(case, class, dice, iou) for every case, then the overall mean."""
-    every = list(scores) + ([overall(scores)] if scores else [])
+    """(case, class, dice, iou) for every case, then the mean over cases and the pooled values."""
+    every = list(scores) + ([overall(scores), pooled(scores)] if scores else [])
     return [(s.case_id, name, s.dice[c], s.iou[c]) for s in every for c, name in enumerate(class_names)]
 
 
@@ -70,11 +78,5 @@ def _cell(value: float) -> str:
 
 def write_csv(scores: Sequence[CaseScores], class_names: Sequence[str], path: Path | str) -> Path:
     """Write `rows` as CSV (case,class,dice,iou; empty where undefined), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["case", "class", "dice", "iou"])
-        for case, name, dice, iou in rows(scores, class_names):
-            writer.writerow([case, name, _cell(dice), _cell(iou)])
-    return path
+    table = [[case, name, _cell(dice), _cell(iou)] for case, name, dice, iou in rows(scores, class_names)]
+    return outputs.write_csv(table, ["case", "class", "dice", "iou"], path)

@@ -14,38 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from spine_keras.bundle import read_metadata
+from spine_keras.bundle import (
+    EXPORT_KERAS_NAME,
+    RUN_MODEL_FILES,
+    SAVED_MODEL_DIR,
+    load_keras_model,
+    outputs_logits,
+    read_metadata,
+)
 from spine_keras.errors import UserError
 
-RUN_MODEL_FILES = ("best.keras", "last.keras")
-SAVED_MODEL_DIR = "saved_model"
-EXPORT_KERAS_NAME = "model.keras"
 # Metadata that must agree between the folds of an ensemble.
 SHARED_KEYS = ("mode", "axis", "input_shape", "n_classes", "preprocess", "sampling", "label_map")
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
-
-
-def outputs_logits(metadata: dict[str, Any]) -> bool:
-    """Whether the bundle's model ends without softmax (built with final_activation 'none')."""
-    config = metadata.get("model") or {}
-    if "final_activation" not in config:
-        return False
-    value = config["final_activation"]
-    return value is None or str(value).strip().lower() == "none"
-
-
-def load_keras_model(path: Path):
-    """The inference view (main `seg` output only) of a `.keras` file; spine_keras layers are registered first."""
-    import keras
-
-    from spine_keras.models import inference_model
-
-    try:
-        model = keras.saving.load_model(str(path), compile=False)
-    except Exception as exc:
-        raise UserError(f"cannot load model '{path}' ({type(exc).__name__}: {exc})") from exc
-    return inference_model(model)
 
 
 def keras_batch_fn(model, metadata: dict[str, Any]) -> BatchFn:
@@ -134,6 +116,9 @@ def check_metadata(metadata: dict[str, Any], where: Path) -> None:
     if mode not in ("2d", "3d") or len(shape) != (3 if mode == "2d" else 4):
         raise UserError(f"model metadata of '{where}' has mode {mode!r} with input_shape {shape}; expected '2d' "
                         "with (H, W, C) or '3d' with (D, H, W, C)")
+    if not isinstance(metadata.get("preprocess"), dict):
+        raise UserError(f"model metadata of '{where}' records no preprocessing; re-export it from a run trained "
+                        "on a cube built by spine-make-cube")
     if mode == "2d" and metadata.get("axis") not in (0, 1, 2):
         raise UserError(f"model metadata of '{where}' has no slice axis (0, 1 or 2) for its 2D model")
 

@@ -164,6 +164,10 @@ def predict_inputs(segmenter: Segmenter, inputs: Sequence[Path | str], labels: S
             report.failures.append(str(exc))
             log(f"{job.case_id}: failed")
             continue
+        except Exception as exc:  # noqa: BLE001 - one broken input must not stop the others
+            report.failures.append(f"{job.source or job.image}: unexpected {type(exc).__name__} on '{job.image}': {exc}")
+            log(f"{job.case_id}: failed")
+            continue
         report.outputs[job.case_id] = written
         if scores is not None:
             report.scores.append(scores)

@@ -16,9 +16,9 @@ from spine_keras.errors import CaseError
 from spine_keras.io import Volume
 from spine_keras.predict.model import Segmenter
 from spine_keras.predict.window import sliding_window
-from spine_keras.preprocess import INTERPOLATIONS, PreprocessConfig, fit_shape, normalize, resample, unfit_shape
+from spine_keras.preprocess import INTERPOLATIONS, PreprocessConfig, fit_shape, normalize, resample
 
-LINEAR = 1
+LINEAR = INTERPOLATIONS["linear"]
 
 
 @dataclasses.dataclass
@@ -69,7 +69,7 @@ def _run_resized(samples: np.ndarray, segmenter: Segmenter, window: tuple[int, .
         chunk = samples[begin: begin + batch_size]
         batch = np.stack([fit_shape(sample, window, "resize", order) for sample in chunk])
         for i, prob in enumerate(segmenter.predict(batch), start=begin):
-            out[i] = unfit_shape(prob, spatial, "resize", LINEAR)
+            out[i] = fit_shape(prob, spatial, "resize", LINEAR)
     return out
 
 
@@ -84,7 +84,7 @@ def _run_windowed(samples: np.ndarray, segmenter: Segmenter, window: tuple[int, 
                                    overlap, batch_size)
     if grown == spatial:
         return probabilities
-    return np.stack([unfit_shape(prob, spatial, "pad", 0) for prob in probabilities])
+    return np.stack([fit_shape(prob, spatial, "pad", 0) for prob in probabilities])
 
 
 def predict_volume(volume: Volume, segmenter: Segmenter, overlap: float = 0.5, batch_size: int = 4,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from spine_keras.io import atomic_path
+from spine_keras import outputs
 from spine_keras.metrics import metric_key
 from spine_keras.train.reports import fmt, write_csv, write_markdown
 
@@ -64,11 +64,7 @@ def write_comparison(results: dict[str, list[dict[str, Any]]], class_names: Sequ
 
 def _bar_chart(labels: list[str], stats: dict[str, list[tuple[float, float]]], path: Path) -> None:
     """Grouped bars: one group per table row, one bar per arch, error bars = std over folds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = outputs.pyplot()
     archs = list(stats)
     width = 0.8 / len(archs)
     x = np.arange(len(labels))
@@ -83,6 +79,4 @@ def _bar_chart(labels: list[str], stats: dict[str, list[tuple[float, float]]], p
     axes.grid(axis="y", alpha=0.3)
     axes.legend(ncol=min(len(archs), 4), fontsize=8)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=100, format="png")
-    plt.close(figure)
+    outputs.save_figure(figure, path)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from spine_keras import outputs
 from spine_keras.io import atomic_path
 from spine_keras.metrics import class_table, metric_key
 
@@ -23,10 +24,8 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Rows of dicts (same keys) as CSV, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    columns = list(rows[0])
+    outputs.write_csv([[row[c] for c in columns] for row in rows], columns, path)
 
 
 def write_markdown(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
@@ -55,11 +54,9 @@ def read_history(path: Path) -> dict[str, np.ndarray]:
 
 def plot_history(history_csv: Path, class_names: Sequence[str], folder: Path) -> None:
     """`loss.png` (training and validation loss) and `iou.png` (mean and per-class validation IoU)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    plt = outputs.pyplot()
 
     history = read_history(history_csv)
     if "epoch" not in history:
@@ -79,6 +76,4 @@ def plot_history(history_csv: Path, class_names: Sequence[str], folder: Path) ->
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
         figure.tight_layout()
-        with atomic_path(folder / name) as tmp:
-            figure.savefig(tmp, dpi=100, format="png")
-        plt.close(figure)
+        outputs.save_figure(figure, folder / name)
