@@ -9,7 +9,7 @@ python -m pip install -q --disable-pip-version-check --no-deps -e .
 command -v dot >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || true
 
 OUT=${DEMO_OUT:-demo}
-EPOCHS=${DEMO_EPOCHS:-8}
+EPOCHS=${DEMO_EPOCHS:-6}
 mkdir -p "$OUT"
 spine-phantom --out "$OUT/data" --list data_lists/demo.txt --cases 6
 spine-phantom --out "$OUT/heldout" --list "$OUT/heldout.txt" --cases 1 --seed 1
@@ -17,6 +17,6 @@ spine-make-cube data_lists/demo.txt -o "$OUT/cube.h5" --force --classes backgrou
     --shape 128,128 --min-foreground 0.01 --augment 1
 spine-check-cube "$OUT/cube.h5" --png "$OUT/cube.png"
 rm -rf "$OUT/run"
-spine-train --cube "$OUT/cube.h5" --arch uamd --filters 8 --epochs "$EPOCHS" --out "$OUT/run" --export
+spine-train --cube "$OUT/cube.h5" --arch uamd --filters 8 --lr 0.003 --epochs "$EPOCHS" --out "$OUT/run" --export
 spine-predict "$OUT/run/export" "$OUT/heldout.txt" -o "$OUT/prediction"
 echo "demo done: cube $OUT/cube.h5, montage $OUT/cube.png, run $OUT/run, prediction $OUT/prediction"

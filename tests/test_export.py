@@ -21,7 +21,7 @@ from spine_keras.predict import load_segmenter
 UD = {"filters": 4, "depth": 2}
 REPO = Path(__file__).resolve().parents[1]
 SNIPPET_MARK = "<!-- snippet: tf-only -->"
-SNIPPET_DOCS = (REPO / "README.md", REPO / "docs" / "readme_predict.md")
+SNIPPET_DOCS = (REPO / "README.md",)
 # Runs before the snippet in the fresh process: any import of spine_keras fails there.
 BLOCKER = """import sys
 class _NoSpineKeras:
@@ -46,7 +46,7 @@ print(",".join(meta["class_names"]))
 
 
 def readme_snippet() -> str:
-    """The TF-only snippet, identical wherever the docs carry it."""
+    """The TF-only snippet, as README.md shows it."""
     found = []
     for doc in SNIPPET_DOCS:
         text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
