@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import statistics
 import sys
@@ -19,6 +18,8 @@ import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from common import cpu_name  # bench/common.py: bench/ is on sys.path when a bench runs as a script
 
 Step = Callable[[], object]
 
@@ -174,17 +175,6 @@ def run(steps: dict[str, Step], samples: int, warmup: int) -> dict[str, list[flo
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
     return times
-
-
-def cpu_name() -> str:
-    """The CPU model, for the table's header."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def versions() -> str:

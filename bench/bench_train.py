@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from common import cpu_name  # bench/common.py: bench/ is on sys.path when a bench runs as a script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,14 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="also write the tables to this Markdown file")
     p.add_argument("--peer-side", choices=("keras", "monai"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else the platform's processor string."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def per_call(fn: Callable[[], object], reps: int, best: bool = False) -> float:

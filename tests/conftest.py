@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_MRI = Path(os.environ.get("SPINE_MRI_DIR", REPO.parent / "shared" / "data" / "spine-mri"))
 
 
+def limit_tf_threads() -> None:
+    """Two intra-op threads and one inter-op thread, as on CI's 2 cores (a no-op once TF has started)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+
+
 @pytest.fixture
 def shared_mri() -> Path:
     """The real lumbar MRI folder; the test is skipped where it is absent."""

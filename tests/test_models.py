@@ -8,8 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from conftest import limit_tf_threads
 from spine_keras.errors import UserError
 from spine_keras.models import (
     ARCHS,
@@ -22,11 +22,7 @@ from spine_keras.models import (
     receptive_field,
 )
 
-try:
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-except RuntimeError:
-    pass
+limit_tf_threads()
 
 CLASSES = 3
 SHAPES = {2: (64, 64, 1), 3: (32, 32, 32, 1)}

@@ -8,15 +8,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from conftest import limit_tf_threads
 from spine_keras.models import ARCHS, attention_maps, build_model, inference_model
 
-try:
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-except RuntimeError:
-    pass
+limit_tf_threads()
 
 STEPS = 3
 CASES = [(arch, rank) for rank in (2, 3) for arch in ARCHS]
