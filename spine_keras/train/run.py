@@ -89,6 +89,8 @@ def train(settings: TrainSettings, resume: bool = False) -> RunResult:
     augment = _augment_config(settings, cube)
     run_dir = Path(settings.out) if settings.out else default_run_dir(settings.arch, cube.mode)
     chief = is_chief()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out '{run_dir}' is a file; give a folder for the run")
     if chief and not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"run folder '{run_dir}' already exists; continue it with --resume {run_dir} "
                         "or choose another --out")
