@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,9 +238,3 @@ def val_dataset(reader: CubeReader, indices: np.ndarray, batch: int, global_batc
 def val_steps(n_samples: int, global_batch: int) -> int:
     """Global batches in one validation pass."""
     return -(-n_samples // global_batch)
-
-
-def distribute(strategy: tf.distribute.Strategy,
-               make: Callable[[tf.distribute.InputContext | None], tf.data.Dataset]) -> Any:
-    """`make(ctx)` through `distribute_datasets_from_function`: one pipeline per worker, per-replica batches."""
-    return strategy.distribute_datasets_from_function(make)

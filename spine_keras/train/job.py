@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from spine_keras.augment import AugmentConfig
 from spine_keras.bundle import make_metadata, read_metadata, versions, write_json, write_metadata
-from spine_keras.data import CubeInfo, CubeReader, Split, distribute, train_dataset, val_dataset, val_steps
+from spine_keras.data import CubeInfo, CubeReader, Split, train_dataset, val_dataset, val_steps
 from spine_keras.errors import UserError
 from spine_keras.losses import make_loss
 from spine_keras.models import build_model, preset
@@ -126,9 +126,9 @@ def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder:
     steps = Steps(ctx.strategy, model, loss, ctx.global_batch, ctx.cube.n_classes, settings.jit)
     reader = CubeReader(ctx.cube.path, ctx.augment, settings.seed)
     n_steps, initial_epoch = ctx.steps_per_epoch(split), int(state["epoch"]) if state else 0
-    train_iter = iter(distribute(ctx.strategy, lambda c: train_dataset(
+    train_iter = iter(ctx.strategy.distribute_datasets_from_function(lambda c: train_dataset(
         reader, split.train, ctx.batch, ctx.global_batch, n_steps, settings.seed, (initial_epoch, settings.epochs), c)))
-    val_iter = iter(distribute(ctx.strategy, lambda c: val_dataset(reader, split.val, ctx.batch, ctx.global_batch, c)))
+    val_iter = iter(ctx.strategy.distribute_datasets_from_function(lambda c: val_dataset(reader, split.val, ctx.batch, ctx.global_batch, c)))
     validation = ValidationIoU(make_evaluator(steps, val_iter, val_steps(len(split.val), ctx.global_batch)), names)
     title = f"{arch} {split.name}: validation IoU and Dice at the best epoch"
 
