@@ -120,17 +120,19 @@ def volumentations_step(image: np.ndarray, label: np.ndarray, seed: int) -> Step
     random.seed(seed)
     np.random.seed(seed)
     r, (lo, hi) = FULL.rotation, FULL.noise_std
-    compose = V.Compose([
-        V.Rotate((-r, r), (-r, r), (-r, r), interpolation=1, border_mode="constant", value=fill, p=1),
-        V.RandomScale(scale_limit=list(FULL.zoom), interpolation=1, p=1),
-        V.PadIfNeeded(shape, border_mode="constant", value=fill, mask_value=0, p=1),
-        V.CenterCrop(shape, p=1),
-        Shift(p=1),
-        V.Flip(axis=(2,), p=FULL.flip_prob),
-        GaussianBlur(p=FULL.blur_prob),
-        V.GaussianNoise(var_limit=(lo**2, hi**2), p=FULL.noise_prob),
-        Intensity(p=FULL.intensity_prob),
-    ])
+    compose = V.Compose(
+        [
+            V.Rotate((-r, r), (-r, r), (-r, r), interpolation=1, border_mode="constant", value=fill, p=1),
+            V.RandomScale(scale_limit=list(FULL.zoom), interpolation=1, p=1),
+            V.PadIfNeeded(shape, border_mode="constant", value=fill, mask_value=0, p=1),
+            V.CenterCrop(shape, p=1),
+            Shift(p=1),
+            V.Flip(axis=(2,), p=FULL.flip_prob),
+            GaussianBlur(p=FULL.blur_prob),
+            V.GaussianNoise(var_limit=(lo**2, hi**2), p=FULL.noise_prob),
+            Intensity(p=FULL.intensity_prob),
+        ]
+    )
     image4, label4 = image[..., None], label[..., None]
 
     def step():
@@ -150,12 +152,19 @@ def torchio_step(image: np.ndarray, label: np.ndarray, seed: int, threads: int) 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     cfg = TORCHIO_LIKE
-    transform = tio.Compose([
-        tio.RandomAffine(scales=cfg.zoom, degrees=cfg.rotation, isotropic=True, default_pad_value="minimum",
-                         translation=tuple(cfg.shift * n for n in image.shape)),
-        tio.RandomFlip(axes=(2,), flip_probability=cfg.flip_prob),
-        tio.RandomNoise(std=cfg.noise_std),
-    ])
+    transform = tio.Compose(
+        [
+            tio.RandomAffine(
+                scales=cfg.zoom,
+                degrees=cfg.rotation,
+                isotropic=True,
+                default_pad_value="minimum",
+                translation=tuple(cfg.shift * n for n in image.shape),
+            ),
+            tio.RandomFlip(axes=(2,), flip_probability=cfg.flip_prob),
+            tio.RandomNoise(std=cfg.noise_std),
+        ]
+    )
     image_t, label_t = torch.from_numpy(image[None]), torch.from_numpy(label[None])
 
     def step():
@@ -189,8 +198,13 @@ def versions() -> str:
     return ", ".join(found)
 
 
-def table(args: argparse.Namespace, times: dict[str, list[float]], missing: dict[str, str],
-          peers: dict[str, tuple[str, str]], load: tuple[float, float]) -> str:
+def table(
+    args: argparse.Namespace,
+    times: dict[str, list[float]],
+    missing: dict[str, str],
+    peers: dict[str, tuple[str, str]],
+    load: tuple[float, float],
+) -> str:
     """The Markdown report: setup, then one row per pipeline with its ratio to its spine_keras counterpart."""
     medians = {name: statistics.median(t) for name, t in times.items()}
     lines = [

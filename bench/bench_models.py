@@ -63,8 +63,12 @@ def bench_one(arch: str, shape: tuple[int, ...], batch: int, reps: int, args: ar
     model = build_model(arch, shape, args.classes)
     optimizer = type(keras.optimizers.get(conf["optimizer"]))(learning_rate=conf["lr"])
     n_out = len(model.outputs)
-    model.compile(optimizer=optimizer, loss=["sparse_categorical_crossentropy"] * n_out,
-                  loss_weights=[1.0] + [0.5 ** k for k in range(1, n_out)], jit_compile=args.jit)
+    model.compile(
+        optimizer=optimizer,
+        loss=["sparse_categorical_crossentropy"] * n_out,
+        loss_weights=[1.0] + [0.5**k for k in range(1, n_out)],
+        jit_compile=args.jit,
+    )
     rng = np.random.default_rng(0)
     x = rng.random((batch, *shape), dtype=np.float32)
     y = [rng.integers(0, args.classes, (batch, *shape[:-1])).astype("int32")] * n_out
@@ -89,11 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     gpus = tf.config.list_physical_devices("GPU")
     device = f"GPU: {gpus[0].name}" if gpus else f"CPU: {cpu_name()}, {os.cpu_count()} cores"
-    header = (f"device: {device}; TF {tf.__version__}, Keras {keras.__version__}; threads {args.threads or 'default'}; "
-              f"mixed precision {'on' if args.mixed_precision else 'off'}; XLA {'on' if args.jit else 'off'}")
-    lines = [header, "",
-             "| arch | input | batch | params | outputs | forward s/batch | train step s/batch | reps |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    header = (
+        f"device: {device}; TF {tf.__version__}, Keras {keras.__version__}; threads {args.threads or 'default'}; "
+        f"mixed precision {'on' if args.mixed_precision else 'off'}; XLA {'on' if args.jit else 'off'}"
+    )
+    lines = [
+        header,
+        "",
+        "| arch | input | batch | params | outputs | forward s/batch | train step s/batch | reps |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     print("\n".join(lines), flush=True)
     for dims in args.dims:
         shape = tuple(args.shape2d if dims == 2 else args.shape3d)
@@ -101,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         reps = args.reps if dims == 2 or args.reps_3d is None else args.reps_3d
         for arch in args.archs:
             r = bench_one(arch, shape, batch, reps, args)
-            line = (f"| {arch} | {'x'.join(map(str, shape))} | {batch} | {r['params']:,} | {r['outputs']} | "
-                    f"{r['forward']:.2f} | {r['train']:.2f} | {reps} |")
+            line = (
+                f"| {arch} | {'x'.join(map(str, shape))} | {batch} | {r['params']:,} | {r['outputs']} | "
+                f"{r['forward']:.2f} | {r['train']:.2f} | {reps} |"
+            )
             print(line, flush=True)
             lines.append(line)
     if args.out:

@@ -63,8 +63,14 @@ def _torch_unet(threads: int):
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)
-    net = UNet(spatial_dims=3, in_channels=1, out_channels=CLASSES, channels=(8, 16, 32, 64), strides=(2, 2, 2),
-               num_res_units=0).eval()
+    net = UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=CLASSES,
+        channels=(8, 16, 32, 64),
+        strides=(2, 2, 2),
+        num_res_units=0,
+    ).eval()
     return net, sum(p.numel() for p in net.parameters())
 
 
@@ -80,8 +86,12 @@ def _keras_segmenter(engine: str):
         label = "uad 2D, preset 16 filters, depth 4"
     else:
         model = build_model("u1", (ROI, ROI, ROI, 1), CLASSES, filters=5, depth=3)
-        meta = {"mode": "3d", "axis": 2, "sampling": {"stride": [ROI // 2] * 3},
-                "preprocess": PreprocessConfig(fit="pad").to_dict()}
+        meta = {
+            "mode": "3d",
+            "axis": 2,
+            "sampling": {"stride": [ROI // 2] * 3},
+            "preprocess": PreprocessConfig(fit="pad").to_dict(),
+        }
         label = "u1 3D, 5 filters, depth 3"
     meta.update(input_shape=list(model.input_shape[1:]), n_classes=CLASSES)
     return Segmenter(meta, [keras_batch_fn(model, meta)]), f"{label} ({model.count_params():,} params)"
@@ -108,9 +118,11 @@ def _runner(engine: str, image, threads: int):
         def run():
             x = torch.from_numpy((array - array.mean()) / array.std())[None, None]
             with torch.no_grad():
-                probs = sliding_window_inference(x, (ROI,) * 3, BATCH_3D, lambda t: torch.softmax(net(t), 1),
-                                                 overlap=OVERLAP, mode="gaussian")
+                probs = sliding_window_inference(
+                    x, (ROI,) * 3, BATCH_3D, lambda t: torch.softmax(net(t), 1), overlap=OVERLAP, mode="gaussian"
+                )
             return probs[0].argmax(0).numpy().astype(np.uint8)
+
         return label, run
     from spine_keras.predict.window import sliding_window
 
@@ -122,6 +134,7 @@ def _runner(engine: str, image, threads: int):
     def run():
         x = ((array - array.mean()) / array.std())[None, ..., None]
         return sliding_window(x, (ROI,) * 3, batch_fn, CLASSES, OVERLAP, BATCH_3D)[0].argmax(-1).astype(np.uint8)
+
     return label, run
 
 
@@ -139,8 +152,18 @@ def child(args: argparse.Namespace) -> None:
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"engine": args.engine, "model": label, "shape": list(image.shape), "times": times,
-                      "cpu": cpu, "peak_mb": peak_mb}))
+    print(
+        json.dumps(
+            {
+                "engine": args.engine,
+                "model": label,
+                "shape": list(image.shape),
+                "times": times,
+                "cpu": cpu,
+                "peak_mb": peak_mb,
+            }
+        )
+    )
 
 
 def _available(engine: str) -> bool:
@@ -159,8 +182,18 @@ def _stat(values: list[float]) -> str:
 
 
 def _run_child(engine: str, args: argparse.Namespace, env: dict[str, str]) -> dict:
-    cmd = [sys.executable, __file__, "--engine", engine, "--case", args.case, "--threads", str(args.threads),
-           "--repeats", str(args.repeats)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--engine",
+        engine,
+        "--case",
+        args.case,
+        "--threads",
+        str(args.threads),
+        "--repeats",
+        str(args.repeats),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1]}
@@ -186,11 +219,17 @@ def main(argv: list[str] | None = None) -> int:
             kept["times"] += row.get("times", [])
             kept["cpu"] += row.get("cpu", [])
             kept["peak_mb"] = max(kept["peak_mb"], row.get("peak_mb", 0.0))
-    header = (f"CPU: {cpu_name()}, {os.cpu_count()} cores visible, {args.threads} threads; load average at start "
-              f"{load:.2f}; case {args.case}; min (median) of {args.rounds} x {args.repeats} runs, each process "
-              "warmed up once")
-    lines = [header, "", "| engine | model | volume | wall s / volume | CPU s / volume | peak RSS MB |",
-             "|---|---|---|---|---|---|"]
+    header = (
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores visible, {args.threads} threads; load average at start "
+        f"{load:.2f}; case {args.case}; min (median) of {args.rounds} x {args.repeats} runs, each process "
+        "warmed up once"
+    )
+    lines = [
+        header,
+        "",
+        "| engine | model | volume | wall s / volume | CPU s / volume | peak RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for engine in args.engines:
         row = results.get(engine)
         if row is None:
@@ -198,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         elif not row["times"]:
             lines.append(f"| {engine} | failed: {row.get('error')} | | | | |")
         else:
-            lines.append(f"| {engine} | {row['model']} | {'x'.join(map(str, row['shape']))} | "
-                         f"{_stat(row['times'])} | {_stat(row['cpu'])} | {row['peak_mb']:.0f} |")
+            lines.append(
+                f"| {engine} | {row['model']} | {'x'.join(map(str, row['shape']))} | "
+                f"{_stat(row['times'])} | {_stat(row['cpu'])} | {row['peak_mb']:.0f} |"
+            )
     table = "\n".join(lines)
     print(table)
     if args.out:

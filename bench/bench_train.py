@@ -86,14 +86,14 @@ def pipeline_rows(arch: str, shape: tuple[int, ...], batch: int, steps: int, fol
     indices, rows = np.arange(n), []
     for name, augment in (("pipeline alone", None), ("pipeline alone, online augmentation", AugmentConfig())):
         reader = CubeReader(cube, augment)
-        iterator = iter(train_dataset(reader, indices, batch, batch, n // batch, 0, (0, 10 ** 6)))
+        iterator = iter(train_dataset(reader, indices, batch, batch, n // batch, 0, (0, 10**6)))
         seconds = per_call(lambda it=iterator: [next(it) for _ in range(n // batch)], 3) / (n // batch)
         rows.append({"measure": name, "samples/s": batch / seconds})
     settings = preset(arch)
     model = build_model(arch, (*shape, 1), 2)
     model.compile(optimizer=make_optimizer(settings["optimizer"], settings["lr"]))
     step = Steps(tf.distribute.get_strategy(), model, make_loss("ce+dice", len(model.outputs)), batch, 2)
-    from_cube = iter(train_dataset(CubeReader(cube), indices, batch, batch, n // batch, 0, (0, 10 ** 6)))
+    from_cube = iter(train_dataset(CubeReader(cube), indices, batch, batch, n // batch, 0, (0, 10**6)))
     in_memory = iter(tf.data.Dataset.from_tensors(next(from_cube)).repeat())
     for name, iterator in (("train step fed from the cube", from_cube), ("train step, batch in memory", in_memory)):
         seconds = per_call(lambda it=iterator: float(step.train(it)), steps)
@@ -175,14 +175,19 @@ def peer_seconds(side: str, steps: int, threads: int) -> float | None:
     """Run one side of the peer comparison in a fresh process; None when it cannot run (MONAI not installed)."""
     import subprocess
 
-    done = subprocess.run([sys.executable, __file__, "--peer-side", side, "--steps", str(steps), "--threads",
-                           str(threads)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, __file__, "--peer-side", side, "--steps", str(steps), "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     lines = done.stdout.strip().splitlines()
     return float(lines[-1]) if done.returncode == 0 and lines else None
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
     """Rows as a Markdown table (floats with 3 significant digits)."""
+
     def cell(value: object) -> str:
         return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -211,16 +216,20 @@ def main(argv: list[str] | None = None) -> int:
             for shape, batch in ((args.shape2d, args.batch2d), (args.shape3d, args.batch3d)):
                 dims = tuple(int(v) for v in shape.split(","))
                 rows = pipeline_rows(args.arch, dims, batch, args.steps, Path(tmp))
-                out += [f"\n{args.arch} {'x'.join(map(str, dims))}, batch {batch}:\n",
-                        table(rows, ["measure", "samples/s", "x step"])]
+                out += [
+                    f"\n{args.arch} {'x'.join(map(str, dims))}, batch {batch}:\n",
+                    table(rows, ["measure", "samples/s", "x step"]),
+                ]
                 print("\n".join(out[-2:]), flush=True)
     if "peer" in parts:
         ours = peer_seconds("keras", args.steps, args.threads)
         peer = peer_seconds("monai", args.steps, args.threads)
         rows = [{"model": "spine_keras u1 (filters 16, depth 4)", "s/step": ours if ours is not None else "failed"}]
         rows.append({"model": "MONAI BasicUNet (16..256)", "s/step": peer if peer is not None else "not installed"})
-        out += [f"\nTrain step, 2D 128x128, batch 8, Adam, cross-entropy, best of {args.steps} steps:\n",
-                table(rows, ["model", "s/step"])]
+        out += [
+            f"\nTrain step, 2D 128x128, batch 8, Adam, cross-entropy, best of {args.steps} steps:\n",
+            table(rows, ["model", "s/step"]),
+        ]
         print("\n".join(out[-2:]), flush=True)
     if "archs" in parts:
         for shape, batch in ((args.shape2d, args.batch2d), (args.shape3d, args.batch3d)):

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Thin wrapper around spine_keras.cli.phantom (also the console script)."""
+
 import sys
 from pathlib import Path
 

@@ -57,10 +57,21 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def make_metadata(*, arch: str, mode: str, input_shape: list[int], class_names: list[str],
-                  preprocess: dict[str, Any], axis: int | None, label_map: str | None,
-                  model_config: dict[str, Any], preset: dict[str, Any], cube: dict[str, Any],
-                  metrics: dict[str, Any] | None = None, sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_metadata(
+    *,
+    arch: str,
+    mode: str,
+    input_shape: list[int],
+    class_names: list[str],
+    preprocess: dict[str, Any],
+    axis: int | None,
+    label_map: str | None,
+    model_config: dict[str, Any],
+    preset: dict[str, Any],
+    cube: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+    sampling: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Assemble bundle metadata. `input_shape` excludes the batch axis, e.g. [256, 256, 1]."""
     return {
         "format": BUNDLE_FORMAT,
@@ -68,7 +79,7 @@ def make_metadata(*, arch: str, mode: str, input_shape: list[int], class_names: 
         "mode": mode,
         "axis": axis,
         "axis_convention": "array axes in ITK index order (i, j, k), LPS space; 2D models see volume slices "
-                           "taken along `axis` (shared data: axis 2 = sagittal)",
+        "taken along `axis` (shared data: axis 2 = sagittal)",
         "input_shape": list(input_shape),
         "n_classes": len(class_names),
         "class_names": list(class_names),
@@ -93,13 +104,18 @@ def write_metadata(metadata: dict[str, Any], folder: Path | str) -> Path:
 def find_metadata(model_path: Path | str) -> Path:
     """The metadata file for a run folder, a SavedModel folder or a `.keras` file (looked up beside it)."""
     model_path = Path(model_path)
-    candidates = [model_path / METADATA_NAME, model_path / "assets" / METADATA_NAME] if model_path.is_dir() else [
-        model_path.with_suffix(".json"), model_path.parent / METADATA_NAME]
+    candidates = (
+        [model_path / METADATA_NAME, model_path / "assets" / METADATA_NAME]
+        if model_path.is_dir()
+        else [model_path.with_suffix(".json"), model_path.parent / METADATA_NAME]
+    )
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise UserError(f"no {METADATA_NAME} found for model '{model_path}'; give a run folder, an exported "
-                    f"SavedModel folder or a .keras file with {METADATA_NAME} beside it")
+    raise UserError(
+        f"no {METADATA_NAME} found for model '{model_path}'; give a run folder, an exported "
+        f"SavedModel folder or a .keras file with {METADATA_NAME} beside it"
+    )
 
 
 def read_metadata(model_path: Path | str) -> dict[str, Any]:

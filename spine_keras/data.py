@@ -62,16 +62,20 @@ def open_cube(path: Path | str) -> CubeInfo:
     attrs = read_attrs(path)
     with h5py.File(path, "r") as handle:
         if "case_ids" not in handle:
-            raise UserError(f"cube '{path}' has no case_ids dataset, so it cannot be split by patient; "
-                            "rebuild it with spine-make-cube")
+            raise UserError(
+                f"cube '{path}' has no case_ids dataset, so it cannot be split by patient; "
+                "rebuild it with spine-make-cube"
+            )
         labels_shape = handle["labels"].shape
         images_shape = handle["images"].shape
         case_ids = np.asarray(handle["case_ids"].asstr()[()], dtype=object)
         augmented = handle["augmented"][()] if "augmented" in handle else np.zeros(len(case_ids), np.int16)
     n = labels_shape[0]
     if n == 0 or images_shape[:-1] != labels_shape or len(case_ids) != n or len(augmented) != n:
-        raise UserError(f"cube '{path}' is empty or inconsistent (images {images_shape}, labels {labels_shape}, "
-                        f"{len(case_ids)} case ids); check it with spine-check-cube")
+        raise UserError(
+            f"cube '{path}' is empty or inconsistent (images {images_shape}, labels {labels_shape}, "
+            f"{len(case_ids)} case ids); check it with spine-check-cube"
+        )
     info = CubeInfo(Path(path), attrs, tuple(int(s) for s in labels_shape[1:]), case_ids, np.asarray(augmented))
     if len(info.class_names) != info.n_classes:
         raise UserError(f"cube '{path}' names {len(info.class_names)} classes but has n_classes={info.n_classes}")
@@ -90,8 +94,13 @@ class Split:
 
     def to_dict(self) -> dict[str, Any]:
         """The split as JSON (case lists and sample counts), recorded in config.json."""
-        return {"name": self.name, "train_cases": list(self.train_cases), "val_cases": list(self.val_cases),
-                "train_samples": len(self.train), "val_samples": len(self.val)}
+        return {
+            "name": self.name,
+            "train_cases": list(self.train_cases),
+            "val_cases": list(self.val_cases),
+            "train_samples": len(self.train),
+            "val_samples": len(self.val),
+        }
 
 
 def case_folds(case_ids: np.ndarray, k: int, seed: int) -> list[list[str]]:
@@ -183,8 +192,7 @@ class CubeReader:
     def read_val(self, index: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
         """A validation sample and its weight; index -1 is padding (zeros, weight 0)."""
         if index < 0:
-            return (np.zeros((*self.sample_shape, 1), np.float32), np.zeros(self.sample_shape, np.uint8),
-                    np.float32(0))
+            return (np.zeros((*self.sample_shape, 1), np.float32), np.zeros(self.sample_shape, np.uint8), np.float32(0))
         image, label = self.read(int(index))
         return image, label, np.float32(1)
 
@@ -196,8 +204,16 @@ def _shard(ds: tf.data.Dataset, ctx: tf.distribute.InputContext | None) -> tf.da
     return ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
 
 
-def train_dataset(reader: CubeReader, indices: np.ndarray, batch: int, global_batch: int, steps: int, seed: int,
-                  epochs: tuple[int, int], ctx: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+def train_dataset(
+    reader: CubeReader,
+    indices: np.ndarray,
+    batch: int,
+    global_batch: int,
+    steps: int,
+    seed: int,
+    epochs: tuple[int, int],
+    ctx: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
     """Per-replica batches of `steps` global batches per epoch, for epochs [start, stop)."""
     ids = tf.constant(np.asarray(indices, np.int64))
     count = steps * global_batch
@@ -217,15 +233,21 @@ def train_dataset(reader: CubeReader, indices: np.ndarray, batch: int, global_ba
     return ds.map(load, num_parallel_calls=AUTOTUNE).batch(batch, drop_remainder=True).prefetch(AUTOTUNE)
 
 
-def val_dataset(reader: CubeReader, indices: np.ndarray, batch: int, global_batch: int,
-                ctx: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+def val_dataset(
+    reader: CubeReader,
+    indices: np.ndarray,
+    batch: int,
+    global_batch: int,
+    ctx: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
     """Endless passes over the validation samples, padded to whole global batches: (image, label, weight)."""
     padded = np.full(val_steps(len(indices), global_batch) * global_batch, -1, np.int64)
     padded[: len(indices)] = indices
 
     def load(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        image, label, weight = tf.numpy_function(reader.read_val, [index], (tf.float32, tf.uint8, tf.float32),
-                                                 stateful=False)
+        image, label, weight = tf.numpy_function(
+            reader.read_val, [index], (tf.float32, tf.uint8, tf.float32), stateful=False
+        )
         image.set_shape((*reader.sample_shape, 1))
         label.set_shape(reader.sample_shape)
         weight.set_shape(())

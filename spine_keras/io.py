@@ -10,9 +10,9 @@ import dataclasses
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -97,8 +97,9 @@ def parse_list(list_path: Path | str, require_label: bool = True) -> list[ListEn
         paths = [Path(os.path.normpath(f if Path(f).is_absolute() else base / f)) for f in fields]
         for path in paths:
             if suffix_of(path) not in SUPPORTED_SUFFIXES:
-                raise UserError(f"{where}: unsupported file type '{path.name}'; use one of "
-                                f"{', '.join(SUPPORTED_SUFFIXES)}")
+                raise UserError(
+                    f"{where}: unsupported file type '{path.name}'; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+                )
         case_id = case_id_from_path(paths[0])
         if case_id in seen:
             seen[case_id] += 1
@@ -161,7 +162,9 @@ def read_volume(path: Path | str, source: str | None = None) -> Volume:
     path = Path(path)
     where = f"{source}: " if source else ""
     if not path.exists():
-        raise CaseError(f"{where}file '{path}' not found; check the path (relative paths resolve against the list's folder)")
+        raise CaseError(
+            f"{where}file '{path}' not found; check the path (relative paths resolve against the list's folder)"
+        )
     suffix = suffix_of(path)
     if suffix not in SUPPORTED_SUFFIXES:
         raise CaseError(f"{where}unsupported file type '{path.name}'; use one of {', '.join(SUPPORTED_SUFFIXES)}")
@@ -170,8 +173,9 @@ def read_volume(path: Path | str, source: str | None = None) -> Volume:
     except CaseError as exc:
         raise CaseError(f"{where}{exc}") from exc
     except Exception as exc:  # noqa: BLE001 - readers raise many types for corrupt files
-        raise CaseError(f"{where}cannot read '{path}' ({type(exc).__name__}: {exc}); "
-                        "the file is corrupt or not a volume") from exc
+        raise CaseError(
+            f"{where}cannot read '{path}' ({type(exc).__name__}: {exc}); the file is corrupt or not a volume"
+        ) from exc
     if volume.spatial_ndim not in (2, 3):
         raise CaseError(f"{where}'{path}' has {volume.spatial_ndim} spatial dimensions; expected a 3D volume")
     return volume
@@ -217,7 +221,9 @@ def write_volume(volume: Volume, path: Path | str) -> None:
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UserError(f"cannot write '{path.name}': unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+        raise UserError(
+            f"cannot write '{path.name}': unsupported file type; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".nhdr" or suffix == ".mhd":  # detached headers name their data file: write in place
         (_write_nrrd if suffix == ".nhdr" else _write_itk)(volume, path)

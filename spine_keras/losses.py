@@ -32,8 +32,9 @@ def _spatial_axes(y_pred: Any) -> list[int]:
     return list(range(1, len(y_pred.shape) - 1))
 
 
-def soft_dice(y_true: Any, y_pred: Any, include_background: bool = True, smooth: float = 1.0,
-              from_logits: bool = False) -> Any:
+def soft_dice(
+    y_true: Any, y_pred: Any, include_background: bool = True, smooth: float = 1.0, from_logits: bool = False
+) -> Any:
     """Per-sample 1 - mean over classes of (2|P.T| + s) / (|P| + |T| + s); a class absent from both scores 1."""
     probs = ops.softmax(ops.cast(y_pred, "float32"), axis=-1) if from_logits else ops.cast(y_pred, "float32")
     truth = _one_hot(y_true, probs)
@@ -52,8 +53,7 @@ def cross_entropy(y_true: Any, y_pred: Any, from_logits: bool = False) -> Any:
     if len(y_true.shape) == len(y_pred.shape):
         voxel = keras.losses.categorical_crossentropy(ops.cast(y_true, "float32"), y_pred, from_logits=from_logits)
     else:
-        voxel = keras.losses.sparse_categorical_crossentropy(ops.cast(y_true, "int32"), y_pred,
-                                                             from_logits=from_logits)
+        voxel = keras.losses.sparse_categorical_crossentropy(ops.cast(y_true, "int32"), y_pred, from_logits=from_logits)
     return ops.mean(voxel, axis=list(range(1, len(voxel.shape))))
 
 
@@ -61,8 +61,15 @@ def cross_entropy(y_true: Any, y_pred: Any, from_logits: bool = False) -> Any:
 class SegmentationLoss(keras.losses.Loss):
     """`dice`, `ce` or `ce+dice` (sum of both) as a Keras loss whose `call` gives per-sample values."""
 
-    def __init__(self, kind: str = "ce+dice", include_background: bool = False, smooth: float = 1.0,
-                 from_logits: bool = False, name: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        kind: str = "ce+dice",
+        include_background: bool = False,
+        smooth: float = 1.0,
+        from_logits: bool = False,
+        name: str | None = None,
+        **kwargs: Any,
+    ):
         if kind not in LOSSES:
             raise ValueError(f"loss {kind!r} is not one of {', '.join(LOSSES)}")
         super().__init__(name=name or kind.replace("+", "_"), **kwargs)
@@ -80,13 +87,18 @@ class SegmentationLoss(keras.losses.Loss):
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments, for saving."""
-        return {**super().get_config(), "kind": self.kind, "include_background": self.include_background,
-                "smooth": self.smooth, "from_logits": self.from_logits}
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "include_background": self.include_background,
+            "smooth": self.smooth,
+            "from_logits": self.from_logits,
+        }
 
 
 def deep_supervision_weights(n_outputs: int, decay: float = 0.5) -> list[float]:
     """Weights of the main output then each coarser auxiliary one: `decay` per level, normalized to sum 1."""
-    raw = [decay ** level for level in range(n_outputs)]
+    raw = [decay**level for level in range(n_outputs)]
     return [w / sum(raw) for w in raw]
 
 

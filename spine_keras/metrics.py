@@ -67,8 +67,14 @@ def summarize(cm: np.ndarray, class_names: Sequence[str], prefix: str = "val_") 
     iou, dice = iou_per_class(cm), dice_per_class(cm)
     logs = {f"{prefix}iou_{metric_key(n)}": float(v) for n, v in zip(class_names, iou)}
     logs.update({f"{prefix}dice_{metric_key(n)}": float(v) for n, v in zip(class_names, dice)})
-    logs.update({f"{prefix}miou": present_mean(iou, cm), f"{prefix}miou_nobg": present_mean(iou, cm, False),
-                 f"{prefix}mdice": present_mean(dice, cm), f"{prefix}mdice_nobg": present_mean(dice, cm, False)})
+    logs.update(
+        {
+            f"{prefix}miou": present_mean(iou, cm),
+            f"{prefix}miou_nobg": present_mean(iou, cm, False),
+            f"{prefix}mdice": present_mean(dice, cm),
+            f"{prefix}mdice_nobg": present_mean(dice, cm, False),
+        }
+    )
     return logs
 
 
@@ -77,9 +83,23 @@ def class_table(cm: np.ndarray, class_names: Sequence[str]) -> list[dict[str, An
     cm = np.asarray(cm)
     iou, dice = iou_per_class(cm), dice_per_class(cm)
     rows: list[dict[str, Any]] = [
-        {"class": name, "iou": float(iou[c]), "dice": float(dice[c]), "truth_voxels": int(cm[c].sum()),
-         "predicted_voxels": int(cm[:, c].sum())} for c, name in enumerate(class_names)]
+        {
+            "class": name,
+            "iou": float(iou[c]),
+            "dice": float(dice[c]),
+            "truth_voxels": int(cm[c].sum()),
+            "predicted_voxels": int(cm[:, c].sum()),
+        }
+        for c, name in enumerate(class_names)
+    ]
     for label, background in (("mean without background", False), ("mean with background", True)):
-        rows.append({"class": label, "iou": present_mean(iou, cm, background),
-                     "dice": present_mean(dice, cm, background), "truth_voxels": "", "predicted_voxels": ""})
+        rows.append(
+            {
+                "class": label,
+                "iou": present_mean(iou, cm, background),
+                "dice": present_mean(dice, cm, background),
+                "truth_voxels": "",
+                "predicted_voxels": "",
+            }
+        )
     return rows

@@ -37,8 +37,9 @@ def make_phantom(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tupl
         label[body] = 1
         disc_top = top + body_h
         in_disc = (z >= disc_top) & (z < disc_top + disc_h)
-        disc = in_disc & (((y - front - depth / 2) / (depth / 2 * 0.95)) ** 2
-                          + ((x - centre_lr) / (width / 2 * 0.95)) ** 2 <= 1)
+        disc = in_disc & (
+            ((y - front - depth / 2) / (depth / 2 * 0.95)) ** 2 + ((x - centre_lr) / (width / 2 * 0.95)) ** 2 <= 1
+        )
         label[disc & (label == 0)] = 2
         top = disc_top + disc_h
     canal |= ((y - front - depth - 9) / 7) ** 2 + ((x - centre_lr) / 8) ** 2 <= 1
@@ -52,8 +53,13 @@ def make_phantom(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tupl
     return np.clip(image * 1000, 0, 4095).astype(np.uint16), label
 
 
-def write_demo(out_dir: Path | str, list_path: Path | str, cases: int = 6, seed: int = 0,
-               shape: tuple[int, int, int] = DEFAULT_SHAPE) -> Path:
+def write_demo(
+    out_dir: Path | str,
+    list_path: Path | str,
+    cases: int = 6,
+    seed: int = 0,
+    shape: tuple[int, int, int] = DEFAULT_SHAPE,
+) -> Path:
     """Write `cases` phantom NRRD pairs into `out_dir` and an `image,label` list naming them."""
     out_dir, list_path = Path(out_dir), Path(list_path)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -51,7 +51,7 @@ class PreprocessConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PreprocessConfig":
+    def from_dict(cls, data: dict) -> PreprocessConfig:
         data = dict(data)
         for key in ("spacing", "percentiles"):
             if data.get(key) is not None:
@@ -72,7 +72,7 @@ class LabelMap:
     default: int | None = None
 
     @classmethod
-    def parse(cls, spec: str | None) -> "LabelMap":
+    def parse(cls, spec: str | None) -> LabelMap:
         if spec is None or not spec.strip():
             return cls(None)
         rules: list[tuple[int, int, int]] = []
@@ -80,8 +80,10 @@ class LabelMap:
         for part in spec.split(","):
             match = _RULE.match(part)
             if not match:
-                raise UserError(f"--label-map: cannot read rule '{part.strip()}'; write 'ID:CLASS', 'LOW-HIGH:CLASS' "
-                                "or '*:CLASS', comma-separated, e.g. '1-7:1'")
+                raise UserError(
+                    f"--label-map: cannot read rule '{part.strip()}'; write 'ID:CLASS', 'LOW-HIGH:CLASS' "
+                    "or '*:CLASS', comma-separated, e.g. '1-7:1'"
+                )
             low, high, target = match.groups()
             if int(target) > 255:
                 raise UserError(f"--label-map: class {target} in '{part.strip()}' is above 255 (labels are uint8)")
@@ -111,7 +113,7 @@ class LabelMap:
         table = np.full(max_id + 1, -1 if self.default is None else self.default, dtype=np.int64)
         table[0] = 0
         for low, high, target in self.rules:
-            table[low: min(high, max_id) + 1] = target
+            table[low : min(high, max_id) + 1] = target
         return table
 
     def apply(self, label: np.ndarray, n_classes: int | None = None) -> np.ndarray:
@@ -129,14 +131,18 @@ class LabelMap:
             limit = n_classes if n_classes is not None else 256
             bad = ids[ids >= limit]
             if bad.size:
-                raise CaseError(f"label ids {bad.tolist()} are outside the {limit} classes; map them with "
-                                "--label-map (e.g. '1-7:1') or name more --classes")
+                raise CaseError(
+                    f"label ids {bad.tolist()} are outside the {limit} classes; map them with "
+                    "--label-map (e.g. '1-7:1') or name more --classes"
+                )
             return label.astype(np.uint8)
         table = self.lookup_table(max_id)
         unmapped = ids[table[ids] < 0]
         if unmapped.size:
-            raise CaseError(f"label ids {unmapped.tolist()} are not covered by --label-map '{self.spec}'; "
-                            "add a rule for them (map to 0 to drop them, or '*:0')")
+            raise CaseError(
+                f"label ids {unmapped.tolist()} are not covered by --label-map '{self.spec}'; "
+                "add a rule for them (map to 0 to drop them, or '*:0')"
+            )
         if small:  # index with the label itself: no int64 copy of the volume
             return np.clip(table, 0, 255).astype(np.uint8)[label]
         return table[label.astype(np.int64)].astype(np.uint8)
@@ -157,8 +163,13 @@ def normalize(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return (image - np.float32(low)) / np.float32(span if span > 1e-8 else 1.0)
 
 
-def resample(array: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float], order: int,
-             shape: Sequence[int] | None = None) -> np.ndarray:
+def resample(
+    array: np.ndarray,
+    spacing: Sequence[float],
+    new_spacing: Sequence[float],
+    order: int,
+    shape: Sequence[int] | None = None,
+) -> np.ndarray:
     """Resample onto a grid of `new_spacing` with the same first voxel centre (origin and direction kept).
 
     The output shape defaults to the one covering the same extent; order 0 (nearest) is for labels.
@@ -173,8 +184,9 @@ def resample(array: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[
     scale = new_a / spacing_a
     out_dtype = array.dtype if order == 0 else np.float32
     src = array if order == 0 else array.astype(np.float32, copy=False)
-    return ndimage.affine_transform(src, scale, output_shape=shape, order=order, mode="nearest",
-                                    output=out_dtype, prefilter=order > 1)
+    return ndimage.affine_transform(
+        src, scale, output_shape=shape, order=order, mode="nearest", output=out_dtype, prefilter=order > 1
+    )
 
 
 def roi_slices(label: np.ndarray, spacing: Sequence[float], margin_mm: float) -> tuple[slice, ...]:
@@ -190,7 +202,7 @@ def roi_slices(label: np.ndarray, spacing: Sequence[float], margin_mm: float) ->
 
 
 def _centre_pad_crop(array: np.ndarray, shape: Sequence[int], fill: float) -> np.ndarray:
-    out = np.full(tuple(shape) + array.shape[len(shape):], fill, dtype=array.dtype)
+    out = np.full(tuple(shape) + array.shape[len(shape) :], fill, dtype=array.dtype)
     src, dst = [], []
     for n_in, n_out in zip(array.shape, shape):
         if n_in >= n_out:
@@ -216,11 +228,29 @@ def resize(array: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     src = array if order == 0 else array.astype(np.float32, copy=False)
     out_dtype = array.dtype if order == 0 else np.float32
     if array.ndim == len(shape):
-        return ndimage.affine_transform(src, scale, offset=offset, output_shape=shape, order=order,
-                                        mode="nearest", output=out_dtype, prefilter=order > 1)
-    channels = [ndimage.affine_transform(src[..., c], scale, offset=offset, output_shape=shape, order=order,
-                                         mode="nearest", output=out_dtype, prefilter=order > 1)
-                for c in range(array.shape[-1])]
+        return ndimage.affine_transform(
+            src,
+            scale,
+            offset=offset,
+            output_shape=shape,
+            order=order,
+            mode="nearest",
+            output=out_dtype,
+            prefilter=order > 1,
+        )
+    channels = [
+        ndimage.affine_transform(
+            src[..., c],
+            scale,
+            offset=offset,
+            output_shape=shape,
+            order=order,
+            mode="nearest",
+            output=out_dtype,
+            prefilter=order > 1,
+        )
+        for c in range(array.shape[-1])
+    ]
     return np.stack(channels, axis=-1)
 
 

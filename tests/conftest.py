@@ -35,8 +35,15 @@ def shared_mri() -> Path:
     return SHARED_MRI
 
 
-def make_pair(folder: Path, name: str, shape=(40, 32, 12), spacing=(1.0, 1.0, 1.0), suffix=".nrrd",
-              seed: int = 0, label_ids=(1, 2)) -> tuple[Path, Path]:
+def make_pair(
+    folder: Path,
+    name: str,
+    shape=(40, 32, 12),
+    spacing=(1.0, 1.0, 1.0),
+    suffix=".nrrd",
+    seed: int = 0,
+    label_ids=(1, 2),
+) -> tuple[Path, Path]:
     """Write a small image/label pair: a noisy volume with one box per label id."""
     rng = np.random.default_rng(seed)
     image = rng.normal(100, 10, shape).astype(np.float32)

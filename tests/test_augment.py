@@ -12,8 +12,7 @@ from scipy import ndimage
 
 from spine_keras.augment import AugmentConfig, AugmentParams, affine_matrix, apply, augment, resample, sample_params
 
-OFF = dict(rotation=0.0, zoom=(1.0, 1.0), flip_prob=0.0, shift=0.0, noise_prob=0.0, blur_prob=0.0,
-           intensity_prob=0.0)
+OFF = dict(rotation=0.0, zoom=(1.0, 1.0), flip_prob=0.0, shift=0.0, noise_prob=0.0, blur_prob=0.0, intensity_prob=0.0)
 
 
 def params(ndim: int, **changes) -> AugmentParams:
@@ -195,9 +194,15 @@ def test_thread_safe_concurrent_calls_equal_sequential_ones():
         np.testing.assert_array_equal(b, d)
 
 
-@pytest.mark.parametrize("image_shape, label_shape", [
-    ((20, 16), (20, 16)), ((20, 16, 1), (20, 16)), ((10, 8, 6), (10, 8, 6)), ((10, 8, 6, 1), (10, 8, 6, 1)),
-])
+@pytest.mark.parametrize(
+    "image_shape, label_shape",
+    [
+        ((20, 16), (20, 16)),
+        ((20, 16, 1), (20, 16)),
+        ((10, 8, 6), (10, 8, 6)),
+        ((10, 8, 6, 1), (10, 8, 6, 1)),
+    ],
+)
 def test_shape_and_dtype_are_kept_with_or_without_channel_axis(image_shape, label_shape):
     rng = np.random.default_rng(0)
     image = rng.standard_normal(image_shape).astype(np.float32)
@@ -277,8 +282,14 @@ def test_config_round_trips_through_json_and_validates():
     assert AugmentConfig(fill_value=(3,)).fill_value == 3.0  # a one-number flag value
     with pytest.raises(ValueError, match="unknown augmentation settings: zooom"):
         AugmentConfig.from_dict({"zooom": [1, 2]})
-    for bad, field in [({"zoom": (1.5, 0.5)}, "zoom"), ({"zoom": (0, 1)}, "zoom"), ({"flip_prob": 1.5}, "flip_prob"),
-                       ({"noise_std": (-1, 0)}, "noise_std"), ({"rotation": -5}, "rotation"),
-                       ({"blur_sigma": (1,)}, "blur_sigma"), ({"flip_axes": (0.5,)}, "flip_axes")]:
+    for bad, field in [
+        ({"zoom": (1.5, 0.5)}, "zoom"),
+        ({"zoom": (0, 1)}, "zoom"),
+        ({"flip_prob": 1.5}, "flip_prob"),
+        ({"noise_std": (-1, 0)}, "noise_std"),
+        ({"rotation": -5}, "rotation"),
+        ({"blur_sigma": (1,)}, "blur_sigma"),
+        ({"flip_axes": (0.5,)}, "flip_axes"),
+    ]:
         with pytest.raises(ValueError, match=field):
             AugmentConfig(**bad)

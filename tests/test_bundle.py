@@ -12,9 +12,18 @@ from spine_keras.errors import UserError
 
 
 def metadata() -> dict:
-    return make_metadata(arch="uamd", mode="2d", input_shape=[64, 64, 1], class_names=["background", "vertebra"],
-                         preprocess={"normalization": "zscore"}, axis=2, label_map="1-7:1",
-                         model_config={"filters": 8}, preset={"lr": 0.00033}, cube={"n_classes": 2})
+    return make_metadata(
+        arch="uamd",
+        mode="2d",
+        input_shape=[64, 64, 1],
+        class_names=["background", "vertebra"],
+        preprocess={"normalization": "zscore"},
+        axis=2,
+        label_map="1-7:1",
+        model_config={"filters": 8},
+        preset={"lr": 0.00033},
+        cube={"n_classes": 2},
+    )
 
 
 def test_round_trip_and_lookup(tmp_path: Path) -> None:

@@ -70,8 +70,12 @@ def test_missing_dataset_is_reported(tmp_path: Path) -> None:
 
 def test_montage_from_built_cube(pair_list, tmp_path: Path, capsys) -> None:
     cube = tmp_path / "c.h5"
-    assert make_cube([str(pair_list(2)), "-o", str(cube), "--quiet", "--workers", "1", "--shape", "32,32",
-                      "--augment", "2"]) == 0
+    assert (
+        make_cube(
+            [str(pair_list(2)), "-o", str(cube), "--quiet", "--workers", "1", "--shape", "32,32", "--augment", "2"]
+        )
+        == 0
+    )
     png = tmp_path / "m.png"
     assert check_cube_cli([str(cube), "--png", str(png), "--rows", "3"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000

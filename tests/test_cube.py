@@ -18,8 +18,20 @@ def build(list_path: Path, out: Path, *flags: str) -> Path:
 
 
 def test_2d_cube_layout_and_attributes(pair_list, tmp_path: Path) -> None:
-    cube = build(pair_list(3), tmp_path / "c.h5", "--shape", "32,32", "--label-map", "1:1,2:2",
-                 "--classes", "background,vertebra,disc", "--augment", "1", "--seed", "7")
+    cube = build(
+        pair_list(3),
+        tmp_path / "c.h5",
+        "--shape",
+        "32,32",
+        "--label-map",
+        "1:1,2:2",
+        "--classes",
+        "background,vertebra,disc",
+        "--augment",
+        "1",
+        "--seed",
+        "7",
+    )
     with h5py.File(cube) as f:
         n = 3 * 12 * 2  # 3 cases x 12 slices along axis 2, each with one augmented copy
         assert f["images"].shape == (n, 32, 32, 1) and f["images"].dtype == np.float32
@@ -72,8 +84,9 @@ def test_3d_whole_volume_and_patches(pair_list, tmp_path: Path) -> None:
     whole = build(lst, tmp_path / "w.h5", "--mode", "3d", "--shape", "16,32,16")
     with h5py.File(whole) as f:
         assert f["images"].shape == (2, 16, 32, 16, 1) and f["labels"].shape == (2, 16, 32, 16)
-    patches = build(lst, tmp_path / "p.h5", "--mode", "3d", "--shape", "16,16,16", "--stride", "16,16,16",
-                    "--background-keep", "0")
+    patches = build(
+        lst, tmp_path / "p.h5", "--mode", "3d", "--shape", "16,16,16", "--stride", "16,16,16", "--background-keep", "0"
+    )
     with h5py.File(patches) as f:
         labels = f["labels"][:]
         assert f["images"].shape[1:] == (16, 16, 16, 1)
@@ -82,8 +95,18 @@ def test_3d_whole_volume_and_patches(pair_list, tmp_path: Path) -> None:
 
 
 def test_resample_and_roi_crop(pair_list, tmp_path: Path) -> None:
-    cube = build(pair_list(1, spacing=(0.5, 0.5, 1.0)), tmp_path / "c.h5", "--shape", "16,16",
-                 "--spacing", "1,1,1", "--crop-roi", "2", "--fit", "pad")
+    cube = build(
+        pair_list(1, spacing=(0.5, 0.5, 1.0)),
+        tmp_path / "c.h5",
+        "--shape",
+        "16,16",
+        "--spacing",
+        "1,1,1",
+        "--crop-roi",
+        "2",
+        "--fit",
+        "pad",
+    )
     attrs = read_attrs(cube)
     assert attrs["spacing"] == [1.0, 1.0, 1.0] and attrs["preprocess"]["crop_roi_mm"] == 2
     with h5py.File(cube) as f:
@@ -94,25 +117,50 @@ def test_resample_and_roi_crop(pair_list, tmp_path: Path) -> None:
 def test_real_mri_2d_and_3d(shared_mri: Path, tmp_path: Path) -> None:
     good = [line for line in (shared_mri / "lists" / "vb2.txt").read_text().splitlines() if "VB2_0" in line][2:4]
     lst = tmp_path / "vb2_two.txt"
-    lst.write_text("\n".join(",".join(str((shared_mri / "lists" / p.strip()).resolve()) for p in line.split(","))
-                             for line in good) + "\n")
-    cube2d = build(lst, tmp_path / "r2.h5", "--shape", "128,128", "--label-map", "1-7:1",
-                   "--classes", "background,vertebra", "--min-foreground", "0.001")
+    lst.write_text(
+        "\n".join(",".join(str((shared_mri / "lists" / p.strip()).resolve()) for p in line.split(",")) for line in good)
+        + "\n"
+    )
+    cube2d = build(
+        lst,
+        tmp_path / "r2.h5",
+        "--shape",
+        "128,128",
+        "--label-map",
+        "1-7:1",
+        "--classes",
+        "background,vertebra",
+        "--min-foreground",
+        "0.001",
+    )
     with h5py.File(cube2d) as f:
         assert f["images"].shape[1:] == (128, 128, 1)
         assert 20 < f["images"].shape[0] <= 2 * 77
         assert set(np.unique(f["labels"][:])) == {0, 1}
         assert abs(float(f["images"][:].mean())) < 1.0
-    cube3d = build(lst, tmp_path / "r3.h5", "--mode", "3d", "--shape", "32,64,64", "--label-map", "1-7:1",
-                   "--spacing", "2,2,2")
+    cube3d = build(
+        lst, tmp_path / "r3.h5", "--mode", "3d", "--shape", "32,64,64", "--label-map", "1-7:1", "--spacing", "2,2,2"
+    )
     with h5py.File(cube3d) as f:
         assert f["images"].shape == (2, 32, 64, 64, 1)
         assert f["labels"][:].max() == 1
 
 
 def test_augment_flags_reach_the_cube(pair_list, tmp_path: Path) -> None:
-    cube = build(pair_list(1), tmp_path / "c.h5", "--shape", "32,32", "--augment", "1", "--rotation", "5",
-                 "--zoom", "0.9,1.1", "--flip-prob", "0")
+    cube = build(
+        pair_list(1),
+        tmp_path / "c.h5",
+        "--shape",
+        "32,32",
+        "--augment",
+        "1",
+        "--rotation",
+        "5",
+        "--zoom",
+        "0.9,1.1",
+        "--flip-prob",
+        "0",
+    )
     augment = read_attrs(cube)["augment"]
     assert augment["rotation"] == 5.0 and list(augment["zoom"]) == [0.9, 1.1] and augment["flip_prob"] == 0.0
     assert make_cube([str(pair_list(1)), "-o", str(tmp_path / "d.h5"), "--zoom", "2,1"]) == 2

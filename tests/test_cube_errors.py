@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, make_pair
+
 from spine_keras.cli.make_cube import main as make_cube
 from spine_keras.cube import read_attrs
 from spine_keras.io import Volume, write_volume
@@ -116,8 +116,20 @@ def test_killed_build_leaves_nothing(pair_list, tmp_path: Path, sig: int) -> Non
     lst = pair_list(1, shape=(40, 32, 12))
     lst.write_text(lst.read_text() * 60)  # many cases so the build is still running when killed
     out = tmp_path / "c.h5"
-    cmd = [sys.executable, str(REPO / "scripts" / "make_cube.py"), str(lst), "-o", str(out), "--quiet",
-           "--workers", "1", "--shape", "64,64", "--augment", "3"]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "make_cube.py"),
+        str(lst),
+        "-o",
+        str(out),
+        "--quiet",
+        "--workers",
+        "1",
+        "--shape",
+        "64,64",
+        "--augment",
+        "3",
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.time() + 60
     while not list(tmp_path.glob(".c.h5.*.tmp")) and time.time() < deadline:
@@ -130,8 +142,10 @@ def test_killed_build_leaves_nothing(pair_list, tmp_path: Path, sig: int) -> Non
         assert not list(tmp_path.glob(".c.h5.*"))
     else:  # SIGKILL cannot be caught: the next build removes the dead build's temporary file
         lst.with_name("one.txt").write_text(lst.read_text().splitlines()[0] + "\n")
-        assert make_cube([str(lst.with_name("one.txt")), "-o", str(out), "--quiet", "--workers", "1",
-                          "--shape", "32,32"]) == 0
+        assert (
+            make_cube([str(lst.with_name("one.txt")), "-o", str(out), "--quiet", "--workers", "1", "--shape", "32,32"])
+            == 0
+        )
         assert not list(tmp_path.glob(".c.h5.*")) and out.exists()
 
 

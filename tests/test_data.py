@@ -114,8 +114,10 @@ def test_train_order_per_epoch_is_seeded_and_sharded(cube_path):
     assert sorted(one[:20]) == list(range(20)) and sorted(one[20:]) == list(range(20)) and one[:20] != one[20:]
     resumed = _indices_of(train_dataset(reader, indices, 4, 4, 5, seed=3, epochs=(1, 2)), reader)
     assert resumed == one[20:]  # a resumed run sees the same order
-    shards = [_indices_of(train_dataset(reader, indices, 2, 4, 5, 3, (0, 1), tf.distribute.InputContext(2, i, 2)),
-                          reader) for i in range(2)]
+    shards = [
+        _indices_of(train_dataset(reader, indices, 2, 4, 5, 3, (0, 1), tf.distribute.InputContext(2, i, 2)), reader)
+        for i in range(2)
+    ]
     assert sorted(shards[0] + shards[1]) == list(range(20)) and not set(shards[0]) & set(shards[1])
 
 

@@ -98,9 +98,15 @@ def test_readme_snippet_runs_with_tensorflow_alone(exported, tmp_path):
         np.save(tmp_path / name, batch.astype(np.float32))
     script = tmp_path / "snippet_run.py"
     script.write_text(BLOCKER + readme_snippet() + DRIVER, encoding="utf-8")
-    result = subprocess.run([sys.executable, "-I", str(script), str(out), *(str(tmp_path / n) for n in batches)],
-                            cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"},
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-I", str(script), str(out), *(str(tmp_path / n) for n in batches)],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "background,vertebra,disc"
     for name, batch in batches.items():
@@ -131,8 +137,9 @@ def test_flexible_sides_are_recorded_truthfully(tmp_path, arch, overrides):
     if arch == "fcn":
         assert info["export"]["flexible_sides"] is True and info["export"]["side_multiple"] == 32
     if info["export"]["flexible_sides"]:
-        np.testing.assert_allclose(loaded.serve(wide)["probabilities"], keras_seg(model, wide, arch, **overrides),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            loaded.serve(wide)["probabilities"], keras_seg(model, wide, arch, **overrides), atol=1e-5
+        )
     else:
         assert info["export"]["input"]["shape"] == [None, 32, 32, 1]
         with pytest.raises((ValueError, TypeError)):

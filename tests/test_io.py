@@ -24,12 +24,15 @@ def test_parse_list_trims_skips_and_resolves(tmp_path: Path) -> None:
     assert entries[0].source.endswith("l.txt line 3")
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("only_one.nrrd", "malformed line"),
-    ("a.nrrd,b.nrrd,c.nrrd", "malformed line"),
-    ("a.nrrd,", "malformed line"),
-    ("a.png,b.png", "unsupported file type"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("only_one.nrrd", "malformed line"),
+        ("a.nrrd,b.nrrd,c.nrrd", "malformed line"),
+        ("a.nrrd,", "malformed line"),
+        ("a.png,b.png", "unsupported file type"),
+    ],
+)
 def test_parse_list_rejects_bad_lines(tmp_path: Path, line: str, expected: str) -> None:
     (tmp_path / "l.txt").write_text(f"# c\n{line}\n")
     with pytest.raises(UserError, match=expected) as info:

@@ -32,9 +32,11 @@ def test_soft_dice_by_hand():
     d1, d0 = 4.8 / 5.6, 1.6 / 2.4
     assert value(soft_dice(TRUTH, PROBS, include_background=False, smooth=0.0)) == pytest.approx([1 - d1], abs=1e-6)
     assert value(soft_dice(TRUTH, PROBS, include_background=True, smooth=0.0)) == pytest.approx(
-        [1 - (d0 + d1) / 2], abs=1e-6)
+        [1 - (d0 + d1) / 2], abs=1e-6
+    )
     assert value(soft_dice(TRUTH, PROBS, include_background=False, smooth=1.0)) == pytest.approx(
-        [1 - 5.8 / 6.6], abs=1e-6)
+        [1 - 5.8 / 6.6], abs=1e-6
+    )
 
 
 def test_soft_dice_one_hot_labels_and_logits_agree():
@@ -49,7 +51,8 @@ def test_soft_dice_absent_class_and_empty_prediction():
     three = np.concatenate([PROBS, np.zeros_like(PROBS[..., :1])], axis=-1)  # class 2: absent, never predicted
     # absent from truth and prediction: (0 + 1) / (0 + 1) = 1, so only class 1 costs anything
     assert value(soft_dice(TRUTH, three, include_background=False, smooth=1.0)) == pytest.approx(
-        [1 - (5.8 / 6.6 + 1.0) / 2], abs=1e-6)
+        [1 - (5.8 / 6.6 + 1.0) / 2], abs=1e-6
+    )
     empty = np.stack([np.ones_like(P1), np.zeros_like(P1)], axis=-1)  # everything predicted as background
     assert value(soft_dice(TRUTH, empty, include_background=False, smooth=1.0)) == pytest.approx([1 - 1 / 4], abs=1e-6)
 
@@ -60,13 +63,14 @@ def test_cross_entropy_by_hand_per_sample():
     truth = np.concatenate([TRUTH, TRUTH[:, ::-1]])
     assert value(cross_entropy(truth, both)) == pytest.approx([expected, expected], abs=1e-5)
     assert value(SegmentationLoss("ce+dice", smooth=1.0).call(TRUTH, PROBS)) == pytest.approx(
-        [expected + 1 - 5.8 / 6.6], abs=1e-5)
+        [expected + 1 - 5.8 / 6.6], abs=1e-5
+    )
 
 
 def test_loss_reduction_divides_by_the_global_batch():
     truth, probs = np.concatenate([TRUTH] * 4), np.concatenate([PROBS] * 2 + [PROBS[..., ::-1]] * 2)
     per_sample = SegmentationLoss("dice").call(truth, probs)
-    halves = [tf.nn.compute_average_loss(per_sample[i:i + 2], global_batch_size=4) for i in (0, 2)]
+    halves = [tf.nn.compute_average_loss(per_sample[i : i + 2], global_batch_size=4) for i in (0, 2)]
     assert float(sum(halves)) == pytest.approx(float(np.mean(per_sample)), abs=1e-6)
     keras_mean = SegmentationLoss("dice")(truth, probs)
     assert float(keras_mean) == pytest.approx(float(np.mean(per_sample)), abs=1e-6)

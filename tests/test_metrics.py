@@ -47,8 +47,10 @@ def test_iou_and_dice_per_paper_over_the_whole_set():
     assert logs["val_miou_nobg"] == pytest.approx(0.5)
     assert logs["val_mdice"] == pytest.approx((8 / 11 + 4 / 6) / 2)
     assert logs["val_iou_disc_l4_l5"] == 0.0 and logs["val_dice_vertebra"] == pytest.approx(4 / 6)
-    batch_mean = (iou_per_class(cm_of([[[0, 0, 1], [1, 1, 0]]], [[[0, 1, 1], [1, 0, 0]]]))[0]
-                  + iou_per_class(cm_of([[[0, 0, 0]]], [[[2, 0, 0]]]))[0]) / 2
+    batch_mean = (
+        iou_per_class(cm_of([[[0, 0, 1], [1, 1, 0]]], [[[0, 1, 1], [1, 0, 0]]]))[0]
+        + iou_per_class(cm_of([[[0, 0, 0]]], [[[2, 0, 0]]]))[0]
+    ) / 2
     assert batch_mean == pytest.approx((0.5 + 2 / 3) / 2) and batch_mean != pytest.approx(iou[0])
 
 
@@ -73,8 +75,15 @@ def test_callback_logs_reach_history_and_csv(tmp_path):
     model.compile(optimizer="sgd")
     history = keras.callbacks.History()
     callbacks = keras.callbacks.CallbackList(
-        [ValidationIoU(lambda: (accumulated(), 0.25), NAMES), keras.callbacks.CSVLogger(str(tmp_path / "h.csv")),
-         keras.callbacks.TensorBoard(str(tmp_path / "tb"), write_graph=False), history], model=model, epochs=1)
+        [
+            ValidationIoU(lambda: (accumulated(), 0.25), NAMES),
+            keras.callbacks.CSVLogger(str(tmp_path / "h.csv")),
+            keras.callbacks.TensorBoard(str(tmp_path / "tb"), write_graph=False),
+            history,
+        ],
+        model=model,
+        epochs=1,
+    )
     callbacks.on_train_begin()
     callbacks.on_epoch_begin(0)
     callbacks.on_epoch_end(0, {"loss": 1.0})
@@ -85,5 +94,6 @@ def test_callback_logs_reach_history_and_csv(tmp_path):
     with open(tmp_path / "h.csv") as handle:
         row = next(csv.DictReader(handle))
     assert float(row["val_dice_background"]) == pytest.approx(8 / 11) and float(row["val_miou"]) == pytest.approx(
-        (4 / 7 + 0.5) / 2)
+        (4 / 7 + 0.5) / 2
+    )
     assert list((tmp_path / "tb" / "validation").glob("events.out.tfevents.*"))

@@ -8,8 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-
 from conftest import limit_tf_threads
+
 from spine_keras.errors import UserError
 from spine_keras.models import (
     ARCHS,
@@ -28,10 +28,26 @@ CLASSES = 3
 SHAPES = {2: (64, 64, 1), 3: (32, 32, 32, 1)}
 # Small builds keep the tests fast: 2D filters=8 at default depth; 3D filters=4, depth=3 (fcn: its fixed 5).
 PINNED_PARAMS = {
-    2: {"u1": 487_899, "ud": 488_244, "umd": 125_924, "uvd": 610_487,
-        "uamd": 142_368, "uvad": 635_188, "uad": 504_688, "fcn": 326_426},
-    3: {"u1": 88_311, "ud": 88_389, "umd": 23_485, "uvd": 95_557,
-        "uamd": 25_196, "uvad": 97_268, "uad": 90_100, "fcn": 271_806},
+    2: {
+        "u1": 487_899,
+        "ud": 488_244,
+        "umd": 125_924,
+        "uvd": 610_487,
+        "uamd": 142_368,
+        "uvad": 635_188,
+        "uad": 504_688,
+        "fcn": 326_426,
+    },
+    3: {
+        "u1": 88_311,
+        "ud": 88_389,
+        "umd": 23_485,
+        "uvd": 95_557,
+        "uamd": 25_196,
+        "uvad": 97_268,
+        "uad": 90_100,
+        "fcn": 271_806,
+    },
 }
 DEFAULT_DEPTH = {"u1": 4, "ud": 4, "umd": 4, "uvd": 5, "uamd": 4, "uvad": 5, "uad": 4, "fcn": 5}
 CASES = [(arch, rank) for rank in (2, 3) for arch in ARCHS]
@@ -89,7 +105,7 @@ def test_attention_coefficients_lie_in_unit_interval(arch, rank):
     depth = 3 if rank == 3 else DEFAULT_DEPTH[arch]
     assert len(maps) == depth == len(attention_model(model).outputs)
     for level, coeffs in enumerate(maps):
-        side = np.array(SHAPES[rank][:-1]) // 2 ** level
+        side = np.array(SHAPES[rank][:-1]) // 2**level
         assert coeffs.shape == (1, *side, 1)
         assert 0.0 <= coeffs.min() < coeffs.max() <= 1.0
 
@@ -103,20 +119,25 @@ def test_inference_model_keeps_main_output_and_weights():
     model = small_model("uamd", 2)
     single = inference_model(model)
     assert single.output_names == ["seg"]
-    assert single.count_params() == build_model("uamd", SHAPES[2], CLASSES, filters=8,
-                                                deep_supervision=False).count_params()
+    assert (
+        single.count_params()
+        == build_model("uamd", SHAPES[2], CLASSES, filters=8, deep_supervision=False).count_params()
+    )
     assert {id(w) for w in single.weights} <= {id(w) for w in model.weights}
     np.testing.assert_array_equal(single(batch(2), training=False), model(batch(2), training=False)[0])
     assert inference_model(small_model("u1", 2)) is small_model("u1", 2)
 
 
-@pytest.mark.parametrize("override,value,layer_type", [
-    ("activation", "prelu", keras.layers.PReLU),
-    ("activation", "leaky_relu", keras.layers.LeakyReLU),
-    ("normalization", "group", keras.layers.GroupNormalization),
-    ("normalization", "instance", keras.layers.GroupNormalization),
-    ("upsampling", "resize", LinearUpsample),
-])
+@pytest.mark.parametrize(
+    "override,value,layer_type",
+    [
+        ("activation", "prelu", keras.layers.PReLU),
+        ("activation", "leaky_relu", keras.layers.LeakyReLU),
+        ("normalization", "group", keras.layers.GroupNormalization),
+        ("normalization", "instance", keras.layers.GroupNormalization),
+        ("upsampling", "resize", LinearUpsample),
+    ],
+)
 @pytest.mark.parametrize("rank", [2, 3])
 def test_overrides_change_the_layers(override, value, layer_type, rank):
     shape = (16,) * rank + (1,)
@@ -149,8 +170,11 @@ def test_logits_when_final_activation_is_none():
 
 def test_deep_supervision_switch():
     assert len(build_model("uamd", (32, 32, 1), 2, filters=4, deep_supervision=False).outputs) == 1
-    assert build_model("u1", (32, 32, 1), 2, filters=4, depth=3, deep_supervision=True).output_names == \
-        ["seg", "aux_1", "aux_2"]
+    assert build_model("u1", (32, 32, 1), 2, filters=4, depth=3, deep_supervision=True).output_names == [
+        "seg",
+        "aux_1",
+        "aux_2",
+    ]
 
 
 def test_mixed_precision_keeps_float32_outputs():
@@ -204,27 +228,34 @@ def test_linear_upsample_matches_reference(shape):
     assert LinearUpsample.from_config(layer.get_config()).factor == 2
 
 
-@pytest.mark.parametrize("args,kwargs,message", [
-    (("unet", (64, 64, 1), 2), {}, "unknown architecture 'unet'; valid codes: u1, ud, umd, uvd, uamd, uvad, uad, fcn"),
-    (("u1", (64, 60, 1), 2), {}, r"input side W=60 is not divisible by 2\^4=16 .*nearest valid size: 64"),
-    (("u1", (20, 64, 64, 1), 2), {}, r"input side D=20 .* nearest valid size: 16"),
-    (("uvd", (48, 48, 1), 2), {}, r"H=48 is not divisible by 2\^5=32 \(the VGG16 encoder of uvd pools 5 times\)"),
-    (("fcn", (64, 80, 1), 2), {}, r"W=80 is not divisible by 2\^5=32 .*nearest valid size: 64"),
-    (("u1", (64, 64), 2), {}, r"needs \(H, W, C\) for 2D or \(D, H, W, C\) for 3D"),
-    (("u1", (64, 64, 1), 1), {}, "n_classes must be an integer >= 2"),
-    (("u1", (64, 64, 1), 2), {"filter": 8}, "unknown override.*filter; valid: filters, depth, activation"),
-    (("u1", (64, 64, 1), 2), {"activation": "gelu"}, "activation='gelu' is not valid; choose one of: relu, prelu"),
-    (("u1", (64, 64, 1), 2), {"normalization": "layer"}, "batch, group, instance, none"),
-    (("u1", (64, 64, 1), 2), {"upsampling": "nearest"}, "transpose, resize"),
-    (("u1", (64, 64, 1), 2), {"final_activation": "sigmoid"}, "softmax, none"),
-    (("u1", (64, 64, 1), 2), {"dropout": 1.0}, r"dropout must be a rate in \[0, 1\)"),
-    (("u1", (64, 64, 1), 2), {"depth": 0}, "depth must be an integer"),
-    (("u1", (64, 64, 1), 2), {"deep_supervision": "yes"}, "deep_supervision must be True or False"),
-    (("uvd", (64, 64, 1), 2), {"depth": 6}, r"depth must be an integer in 1\.\.5"),
-    (("umd", (64, 64, 1), 2), {"filters": 2}, "filters must be an integer >= 4"),
-    (("fcn", (64, 64, 1), 2), {"depth": 4}, "fcn has the fixed depth 5"),
-    (("fcn", (64, 64, 1), 2), {"deep_supervision": True}, "fcn has no decoder levels"),
-])
+@pytest.mark.parametrize(
+    "args,kwargs,message",
+    [
+        (
+            ("unet", (64, 64, 1), 2),
+            {},
+            "unknown architecture 'unet'; valid codes: u1, ud, umd, uvd, uamd, uvad, uad, fcn",
+        ),
+        (("u1", (64, 60, 1), 2), {}, r"input side W=60 is not divisible by 2\^4=16 .*nearest valid size: 64"),
+        (("u1", (20, 64, 64, 1), 2), {}, r"input side D=20 .* nearest valid size: 16"),
+        (("uvd", (48, 48, 1), 2), {}, r"H=48 is not divisible by 2\^5=32 \(the VGG16 encoder of uvd pools 5 times\)"),
+        (("fcn", (64, 80, 1), 2), {}, r"W=80 is not divisible by 2\^5=32 .*nearest valid size: 64"),
+        (("u1", (64, 64), 2), {}, r"needs \(H, W, C\) for 2D or \(D, H, W, C\) for 3D"),
+        (("u1", (64, 64, 1), 1), {}, "n_classes must be an integer >= 2"),
+        (("u1", (64, 64, 1), 2), {"filter": 8}, "unknown override.*filter; valid: filters, depth, activation"),
+        (("u1", (64, 64, 1), 2), {"activation": "gelu"}, "activation='gelu' is not valid; choose one of: relu, prelu"),
+        (("u1", (64, 64, 1), 2), {"normalization": "layer"}, "batch, group, instance, none"),
+        (("u1", (64, 64, 1), 2), {"upsampling": "nearest"}, "transpose, resize"),
+        (("u1", (64, 64, 1), 2), {"final_activation": "sigmoid"}, "softmax, none"),
+        (("u1", (64, 64, 1), 2), {"dropout": 1.0}, r"dropout must be a rate in \[0, 1\)"),
+        (("u1", (64, 64, 1), 2), {"depth": 0}, "depth must be an integer"),
+        (("u1", (64, 64, 1), 2), {"deep_supervision": "yes"}, "deep_supervision must be True or False"),
+        (("uvd", (64, 64, 1), 2), {"depth": 6}, r"depth must be an integer in 1\.\.5"),
+        (("umd", (64, 64, 1), 2), {"filters": 2}, "filters must be an integer >= 4"),
+        (("fcn", (64, 64, 1), 2), {"depth": 4}, "fcn has the fixed depth 5"),
+        (("fcn", (64, 64, 1), 2), {"deep_supervision": True}, "fcn has no decoder levels"),
+    ],
+)
 def test_user_errors(args, kwargs, message):
     with pytest.raises(UserError, match=message):
         build_model(*args, **kwargs)

@@ -30,10 +30,13 @@ def test_fcn_keeps_its_depth_under_depth_override(capsys):
     assert "| fcn | 2D | 32x32x1 |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--archs", "unet"], "unknown architecture 'unet'"),
-    (["--archs", "u1", "--dims", "2", "--shape2d", "30", "32", "1"], "input side H=30"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--archs", "unet"], "unknown architecture 'unet'"),
+        (["--archs", "u1", "--dims", "2", "--shape2d", "30", "32", "1"], "input side H=30"),
+    ],
+)
 def test_user_errors_exit_2(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
@@ -46,8 +49,23 @@ def test_plot_writes_png(tmp_path):
 
 
 def test_script_wrapper_runs_3d():
-    cmd = [sys.executable, str(ROOT / "scripts" / "models.py"), "--archs", "ud", "--dims", "3",
-           "--shape3d", "16", "16", "16", "1", "--filters", "4", "--depth", "2"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "models.py"),
+        "--archs",
+        "ud",
+        "--dims",
+        "3",
+        "--shape3d",
+        "16",
+        "16",
+        "16",
+        "1",
+        "--filters",
+        "4",
+        "--depth",
+        "2",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
     assert done.returncode == 0, done.stderr
     assert "| ud | 3D | 16x16x16x1 |" in done.stdout and "seg, aux_1 |" in done.stdout

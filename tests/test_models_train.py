@@ -8,8 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-
 from conftest import limit_tf_threads
+
 from spine_keras.models import ARCHS, attention_maps, build_model, inference_model
 
 limit_tf_threads()
@@ -31,12 +31,15 @@ def trained(arch: str, rank: int) -> tuple[keras.Model, np.ndarray, list[float]]
     overrides = {"filters": 4} if arch == "fcn" else {"filters": 4, "depth": 2}
     model = build_model(arch, shape, 2, **overrides)
     n_out = len(model.outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=["sparse_categorical_crossentropy"] * n_out,
-                  loss_weights=[1.0] + [0.5 ** k for k in range(1, n_out)], run_eagerly=True)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=["sparse_categorical_crossentropy"] * n_out,
+        loss_weights=[1.0] + [0.5**k for k in range(1, n_out)],
+        run_eagerly=True,
+    )
     x = np.random.default_rng(3).random((2, *shape), dtype=np.float32)
     y = [(x[..., 0] > 0.5).astype("int32")] * n_out
-    losses = [float(model.train_on_batch(x, y)[0] if n_out > 1 else model.train_on_batch(x, y))
-              for _ in range(STEPS)]
+    losses = [float(model.train_on_batch(x, y)[0] if n_out > 1 else model.train_on_batch(x, y)) for _ in range(STEPS)]
     return model, x, losses
 
 
@@ -67,5 +70,6 @@ def test_exported_inference_model_round_trip(tmp_path):
     inference_model(model).save(path)
     loaded = keras.saving.load_model(path, compile=False)
     assert loaded.output_names == ["seg"]
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)),
-                                  keras.ops.convert_to_numpy(model(x, training=False)[0]))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded(x, training=False)), keras.ops.convert_to_numpy(model(x, training=False)[0])
+    )

@@ -32,16 +32,34 @@ def rotation() -> np.ndarray:
     return rz @ rx
 
 
-def write_bundle(folder: Path, model: keras.Model, mode: str, preprocess: PreprocessConfig | None = None,
-                 sampling: dict | None = None, label_map: str | None = None,
-                 class_names: list[str] = CLASSES) -> Path:
+def write_bundle(
+    folder: Path,
+    model: keras.Model,
+    mode: str,
+    preprocess: PreprocessConfig | None = None,
+    sampling: dict | None = None,
+    label_map: str | None = None,
+    class_names: list[str] = CLASSES,
+) -> Path:
     """A run folder as training leaves it: best.keras and spine_keras.json."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "best.keras")
-    write_metadata(make_metadata(arch="u1", mode=mode, input_shape=list(model.input_shape[1:]),
-                                 class_names=class_names, preprocess=(preprocess or PreprocessConfig()).to_dict(),
-                                 axis=2, label_map=label_map, model_config={}, preset={}, cube={},
-                                 sampling=sampling), folder)
+    write_metadata(
+        make_metadata(
+            arch="u1",
+            mode=mode,
+            input_shape=list(model.input_shape[1:]),
+            class_names=class_names,
+            preprocess=(preprocess or PreprocessConfig()).to_dict(),
+            axis=2,
+            label_map=label_map,
+            model_config={},
+            preset={},
+            cube={},
+            sampling=sampling,
+        ),
+        folder,
+    )
     return folder
 
 
@@ -49,8 +67,9 @@ def constant_model(input_shape: tuple[int, ...], logits: list[float]) -> keras.M
     """A model whose softmax output is the same everywhere, whatever the input."""
     conv = keras.layers.Conv2D if len(input_shape) == 3 else keras.layers.Conv3D
     inputs = keras.Input(input_shape)
-    scores = conv(len(logits), 1, kernel_initializer="zeros",
-                  bias_initializer=keras.initializers.Constant(logits))(inputs)
+    scores = conv(len(logits), 1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(logits))(
+        inputs
+    )
     return keras.Model(inputs, keras.layers.Softmax(name="seg")(scores))
 
 
@@ -58,8 +77,13 @@ def constant_model(input_shape: tuple[int, ...], logits: list[float]) -> keras.M
 def unet_run(tmp_path_factory) -> Path:
     """A tiny untrained 2D U-Net bundle that resamples to 1.1 x 1.1 x 1.7 mm and resizes slices to 32 x 32."""
     model = build_model("u1", (32, 32, 1), 3, filters=4, depth=2)
-    return write_bundle(tmp_path_factory.mktemp("run") / "unet", model, "2d", PreprocessConfig(spacing=(1.1, 1.1, 1.7)),
-                        {"mode": "2d", "axis": 2, "shape": [32, 32], "stride": None})
+    return write_bundle(
+        tmp_path_factory.mktemp("run") / "unet",
+        model,
+        "2d",
+        PreprocessConfig(spacing=(1.1, 1.1, 1.7)),
+        {"mode": "2d", "axis": 2, "shape": [32, 32], "stride": None},
+    )
 
 
 def write_scan(path: Path, shape=(30, 26, 9), channels: int = 1, seed: int = 0) -> Volume:
@@ -104,8 +128,13 @@ def test_format_flag_converts_the_output(unet_run, tmp_path):
 
 def test_3d_sliding_window_of_a_constant_model_is_constant(tmp_path):
     model = constant_model((16, 16, 16, 1), [0.0, 1.0, 0.5])
-    run = write_bundle(tmp_path / "run3d", model, "3d", PreprocessConfig(spacing=(1.5, 1.5, 1.5), fit="pad"),
-                       {"mode": "3d", "axis": 2, "shape": [16, 16, 16], "stride": [8, 8, 8]})
+    run = write_bundle(
+        tmp_path / "run3d",
+        model,
+        "3d",
+        PreprocessConfig(spacing=(1.5, 1.5, 1.5), fit="pad"),
+        {"mode": "3d", "axis": 2, "shape": [16, 16, 16], "stride": [8, 8, 8]},
+    )
     scan = tmp_path / "scan.nrrd"
     write_scan(scan, shape=(45, 33, 20))
     assert main([str(run), str(scan), "-o", str(tmp_path / "out"), "--probabilities", "--overlap", "0.6"]) == 0
@@ -125,16 +154,19 @@ def test_kfold_run_averages_its_folds(tmp_path):
     np.testing.assert_allclose(out[1, 5, 7], (softmax[0] + softmax[1]) / 2, rtol=1e-6)
 
 
-@pytest.mark.parametrize("arch, shape, overrides", [("u1", (16, 16, 16, 1), {"filters": 4, "depth": 2}),
-                                                    ("uad", (32, 32, 1), {"filters": 4, "depth": 2})])
+@pytest.mark.parametrize(
+    "arch, shape, overrides",
+    [("u1", (16, 16, 16, 1), {"filters": 4, "depth": 2}), ("uad", (32, 32, 1), {"filters": 4, "depth": 2})],
+)
 def test_folding_batch_norms_keeps_the_outputs(arch, shape, overrides):
     rng = np.random.default_rng(4)
     model = build_model(arch, shape, 3, **overrides)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for norm in norms:  # trained-looking statistics, so the fold has something to do
         n = norm.moving_mean.shape[0]
-        norm.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.3, n),
-                          rng.uniform(0.5, 2.0, n)])
+        norm.set_weights(
+            [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2.0, n)]
+        )
     folded = fold_batchnorm(model)
     assert norms and not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     batch = rng.normal(size=(2, *shape)).astype(np.float32)
@@ -161,16 +193,22 @@ def test_case_scores_match_hand_computed_values():
 
 
 def test_label_metrics_table_and_csv(tmp_path, capsys):
-    run = write_bundle(tmp_path / "run", constant_model((16, 16, 1), [0.0, 3.0]), "2d", label_map="1-2:1",
-                       class_names=["background", "vertebra"])
+    run = write_bundle(
+        tmp_path / "run",
+        constant_model((16, 16, 1), [0.0, 3.0]),
+        "2d",
+        label_map="1-2:1",
+        class_names=["background", "vertebra"],
+    )
     images, truths = [], []
     for i in range(2):
         image, label = make_pair(tmp_path, f"case{i}", shape=(20, 18, 6 + i), seed=i)
         images.append(image)
         truths.append(label)
     (tmp_path / "cases.txt").write_text(f"{images[1].name},{truths[1].name}\n")
-    rc = main([str(run), str(images[0]), str(tmp_path / "cases.txt"), "--label", str(truths[0]),
-               "-o", str(tmp_path / "out")])
+    rc = main(
+        [str(run), str(images[0]), str(tmp_path / "cases.txt"), "--label", str(truths[0]), "-o", str(tmp_path / "out")]
+    )
     assert rc == 0
     # the model says "vertebra" everywhere: dice = 2|T|/(N+|T|), iou = |T|/N for vertebra, 0 for background
     expected = {}
@@ -178,8 +216,10 @@ def test_label_metrics_table_and_csv(tmp_path, capsys):
         label = read_volume(truth).array
         fg, n = np.count_nonzero(label), label.size
         expected[f"case{i}"] = {"vertebra": (2 * fg / (n + fg), fg / n), "background": (0.0, 0.0)}
-    expected["mean"] = {c: tuple(np.mean([expected[k][c][j] for k in ("case0", "case1")]) for j in range(2))
-                        for c in ("vertebra", "background")}
+    expected["mean"] = {
+        c: tuple(np.mean([expected[k][c][j] for k in ("case0", "case1")]) for j in range(2))
+        for c in ("vertebra", "background")
+    }
     fg = sum(np.count_nonzero(read_volume(t).array) for t in truths)
     n = sum(read_volume(t).array.size for t in truths)
     expected["all voxels"] = {"vertebra": (2 * fg / (n + fg), fg / n), "background": (0.0, 0.0)}
@@ -203,8 +243,16 @@ def test_bad_inputs_are_reported_and_the_rest_still_run(unet_run, tmp_path, caps
     (tmp_path / "bad.txt").write_text("a.nrrd,b.nrrd,c.nrrd\n")
     write_scan(tmp_path / "other.nrrd", shape=(12, 12, 4))
     (tmp_path / "mismatch.txt").write_text("good.nrrd,other.nrrd\n")
-    inputs = ["good.nrrd", "missing.nrrd", "corrupt.nrrd", "rgb.nrrd", "flat.nii.gz", "scan.dcm", "bad.txt",
-              "mismatch.txt"]
+    inputs = [
+        "good.nrrd",
+        "missing.nrrd",
+        "corrupt.nrrd",
+        "rgb.nrrd",
+        "flat.nii.gz",
+        "scan.dcm",
+        "bad.txt",
+        "mismatch.txt",
+    ]
     rc = main([str(unet_run), *(str(tmp_path / name) for name in inputs), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2

@@ -32,8 +32,9 @@ def test_weight_sum_at_borders_is_the_sum_of_covering_windows():
     edge = np.exp(-4.0)
     np.testing.assert_allclose(gaussian_importance([4]), [edge, 1, 1, edge], rtol=1e-6)
     total = weight_sum([10], [4], 0.5, gaussian_importance([4]))
-    np.testing.assert_allclose(total, [edge, 1, 1 + edge, 1 + edge, 1 + edge, 1 + edge, 1 + edge, 1 + edge, 1, edge],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        total, [edge, 1, 1 + edge, 1 + edge, 1 + edge, 1 + edge, 1 + edge, 1 + edge, 1, edge], rtol=1e-6
+    )
     # the last window is pulled back flush with the end: side 11 -> starts 0, 2, 4, 6, 7; voxel 7 is the last
     # voxel of window 4, the second of window 6 and the first of window 7
     total = weight_sum([11], [4], 0.5, gaussian_importance([4]))
@@ -45,8 +46,14 @@ def test_constant_model_gives_constant_map_without_seams(overlap):
     rng = np.random.default_rng(0)
     samples = rng.normal(size=(2, 37, 29, 23, 1)).astype(np.float32)
     constant = np.array([0.2, 0.3, 0.5], np.float32)
-    out = sliding_window(samples, (16, 16, 16), lambda b: np.broadcast_to(constant, b.shape[:-1] + (3,)), 3,
-                         overlap=overlap, batch_size=3)
+    out = sliding_window(
+        samples,
+        (16, 16, 16),
+        lambda b: np.broadcast_to(constant, b.shape[:-1] + (3,)),
+        3,
+        overlap=overlap,
+        batch_size=3,
+    )
     assert out.shape == (2, 37, 29, 23, 3)
     np.testing.assert_allclose(out, np.broadcast_to(constant, out.shape), rtol=1e-5)
 
@@ -59,8 +66,10 @@ def test_identity_model_puts_every_window_back_in_place():
 
 def test_flip_tta_averages_back_flipped_predictions():
     ramp = np.arange(4, dtype=np.float32)  # a "model" that ignores its input and outputs a ramp along axis 1
+
     def ramp_model(batch: np.ndarray) -> np.ndarray:
         return np.broadcast_to(ramp[None, :, None, None], batch.shape[:-1] + (1,)).copy()
+
     metadata = {"input_shape": [4, 6, 1], "n_classes": 1}
     plain = Segmenter(metadata, [ramp_model]).predict(np.zeros((2, 4, 6, 1)))
     np.testing.assert_array_equal(plain[0, :, 0, 0], ramp)

@@ -16,8 +16,18 @@ from spine_keras.models import ARCHS, build_model
 from spine_keras.train import merge_settings
 from spine_keras.train.callbacks import RunState
 
-BUNDLE = ("best.keras", "last.keras", "config.json", "spine_keras.json", "history.csv", "iou_table.csv",
-          "iou_table.md", "loss.png", "iou.png", "state.json")
+BUNDLE = (
+    "best.keras",
+    "last.keras",
+    "config.json",
+    "spine_keras.json",
+    "history.csv",
+    "iou_table.csv",
+    "iou_table.md",
+    "loss.png",
+    "iou.png",
+    "state.json",
+)
 TINY = ["--filters", "4", "--epochs", "1", "--quiet"]
 
 
@@ -48,8 +58,26 @@ def check_bundle(folder: Path, arch: str, input_shape: list[int]) -> dict:
 
 def test_2d_comparison_on_grouped_folds(cube2d, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["--cube", str(cube2d), "--arch", "u1,ud", "--depth", "2", "--folds", "2", "--batch-size", "4",
-                 "--out", str(run), *TINY[:-1]]) == 0
+    assert (
+        main(
+            [
+                "--cube",
+                str(cube2d),
+                "--arch",
+                "u1,ud",
+                "--depth",
+                "2",
+                "--folds",
+                "2",
+                "--batch-size",
+                "4",
+                "--out",
+                str(run),
+                *TINY[:-1],
+            ]
+        )
+        == 0
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/1: loss")]
     assert len(lines) == 4 and "IoU" in lines[0] and "vertebra=" in lines[0]
     for arch in ("u1", "ud"):
@@ -69,8 +97,13 @@ def test_2d_comparison_on_grouped_folds(cube2d, tmp_path, capsys):
     assert "|  | u1 | ud |" in table and "| IoU without background | " in table and " ± " in table
     with open(run / "comparison.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["row"] for r in rows] == ["background", "vertebra", "disc", "IoU without background",
-                                        "IoU with background"]
+    assert [r["row"] for r in rows] == [
+        "background",
+        "vertebra",
+        "disc",
+        "IoU without background",
+        "IoU with background",
+    ]
     assert set(rows[0]) == {"row", "u1", "u1_std", "ud", "ud_std"}
     u1_folds = [json.loads((run / "u1" / f"fold_{i}" / "spine_keras.json").read_text())["metrics"] for i in (0, 1)]
     assert float(rows[3]["u1"]) == pytest.approx(np.mean([m["val_miou_nobg"] for m in u1_folds]))
@@ -81,8 +114,24 @@ def test_2d_comparison_on_grouped_folds(cube2d, tmp_path, capsys):
 def test_one_epoch_u1_uamd_fcn(tmp_path, shape, unets):
     """u1 in 2D is trained by the comparison test above."""
     cube = make_training_cube(tmp_path / "cube.h5", shape, cases=3, per_case=1, copies=0)
-    assert main(["--cube", str(cube), "--arch", unets, "--depth", "2", "--batch-size", "2",
-                 "--out", str(tmp_path / "unets"), *TINY]) == 0
+    assert (
+        main(
+            [
+                "--cube",
+                str(cube),
+                "--arch",
+                unets,
+                "--depth",
+                "2",
+                "--batch-size",
+                "2",
+                "--out",
+                str(tmp_path / "unets"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert main(["--cube", str(cube), "--arch", "fcn", "--batch-size", "2", "--out", str(tmp_path / "fcn"), *TINY]) == 0
     folders = [(tmp_path / "unets" / a if "," in unets else tmp_path / "unets", a) for a in unets.split(",")]
     for folder, arch in [*folders, (tmp_path / "fcn", "fcn")]:
@@ -90,8 +139,22 @@ def test_one_epoch_u1_uamd_fcn(tmp_path, shape, unets):
 
 
 def test_resume_after_interruption_continues_where_it_stopped(cube2d, tmp_path, monkeypatch):
-    flags = ["--cube", str(cube2d), "--arch", "u1", "--depth", "2", "--filters", "4", "--epochs", "2",
-             "--batch-size", "4", "--online-augment", "--quiet"]
+    flags = [
+        "--cube",
+        str(cube2d),
+        "--arch",
+        "u1",
+        "--depth",
+        "2",
+        "--filters",
+        "4",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--online-augment",
+        "--quiet",
+    ]
     assert main([*flags, "--out", str(tmp_path / "straight")]) == 0
     original = RunState.on_epoch_end
 
@@ -120,8 +183,26 @@ def test_resume_after_interruption_continues_where_it_stopped(cube2d, tmp_path, 
 
 def test_mixed_precision_and_jit(cube2d, tmp_path):
     run = tmp_path / "mp"
-    assert main(["--cube", str(cube2d), "--arch", "u1", "--depth", "2", "--batch-size", "4", "--mixed-precision",
-                 "--jit", "--out", str(run), *TINY]) == 0
+    assert (
+        main(
+            [
+                "--cube",
+                str(cube2d),
+                "--arch",
+                "u1",
+                "--depth",
+                "2",
+                "--batch-size",
+                "4",
+                "--mixed-precision",
+                "--jit",
+                "--out",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["precision"] == "mixed_bfloat16" and config["jit"] is True
     assert np.isfinite(float(history(run)[0]["loss"]))
@@ -138,11 +219,21 @@ def test_config_file_then_flags(tmp_path):
     assert merge_settings(None, {"arch": "UAMD, u1,uamd", "lr": "1e-3"}).arch == ["uamd", "u1"]
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "not found"), ("foreign", "not a spine_keras cube"), ("no_case_ids", "case_ids"),
-    ("empty_fold", "no validation case"), ("batch", "larger than"), ("dims", "not divisible"),
-    ("arch", "unknown architecture"), ("config_key", "unknown training setting"), ("resume", "not a run folder"),
-    ("exists", "already exists")])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "not found"),
+        ("foreign", "not a spine_keras cube"),
+        ("no_case_ids", "case_ids"),
+        ("empty_fold", "no validation case"),
+        ("batch", "larger than"),
+        ("dims", "not divisible"),
+        ("arch", "unknown architecture"),
+        ("config_key", "unknown training setting"),
+        ("resume", "not a run folder"),
+        ("exists", "already exists"),
+    ],
+)
 def test_bad_input_exits_2_before_training(cube2d, tmp_path, capsys, case, message):
     import h5py
 
@@ -158,10 +249,18 @@ def test_bad_input_exits_2_before_training(cube2d, tmp_path, capsys, case, messa
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("x")
     base = ["--cube", str(cube2d), "--arch", "u1", "--out", str(tmp_path / "run"), "--quiet"]
-    argv = {"missing": ["--cube", str(tmp_path / "nope.h5")], "foreign": ["--cube", str(foreign)],
-            "no_case_ids": ["--cube", str(no_ids)], "empty_fold": ["--folds", "5"], "batch": ["--batch-size", "64"],
-            "dims": ["--depth", "6"], "arch": ["--arch", "u9"], "config_key": ["--config", str(tmp_path / "bad.json")],
-            "resume": ["--resume", str(tmp_path)], "exists": ["--out", str(tmp_path / "taken")]}[case]
+    argv = {
+        "missing": ["--cube", str(tmp_path / "nope.h5")],
+        "foreign": ["--cube", str(foreign)],
+        "no_case_ids": ["--cube", str(no_ids)],
+        "empty_fold": ["--folds", "5"],
+        "batch": ["--batch-size", "64"],
+        "dims": ["--depth", "6"],
+        "arch": ["--arch", "u9"],
+        "config_key": ["--config", str(tmp_path / "bad.json")],
+        "resume": ["--resume", str(tmp_path)],
+        "exists": ["--out", str(tmp_path / "taken")],
+    }[case]
     argv = argv if case == "resume" else base + argv
     assert main(argv) == 2
     err = capsys.readouterr().err

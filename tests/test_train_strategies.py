@@ -15,8 +15,13 @@ import pytest
 from training_cubes import make_training_cube
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
-       "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "2"}
+ENV = {
+    **os.environ,
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "2",
+}
 COMMON = {"arch": ["ud"], "filters": 4, "depth": 2, "normalization": "none", "epochs": 2, "seed": 0, "verbose": 0}
 
 MIRRORED = textwrap.dedent("""
@@ -44,8 +49,14 @@ def free_port() -> int:
 
 def test_mirrored_two_devices_equals_one_device(tmp_path):
     cube = make_training_cube(tmp_path / "cube.h5", (32, 32), cases=4, per_case=2)
-    done = subprocess.run([sys.executable, "-c", MIRRORED, str(cube), str(tmp_path), json.dumps(COMMON)], env=ENV,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(cube), str(tmp_path), json.dumps(COMMON)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     strategy = json.loads((tmp_path / "mirrored" / "config.json").read_text())["strategy"]
     assert (strategy["kind"], strategy["replicas"], strategy["global_batch"]) == ("MirroredStrategy", 2, 4)
@@ -62,16 +73,45 @@ def test_multiworker_two_processes_on_loopback(tmp_path):
     cube = make_training_cube(tmp_path / "cube.h5", (32, 32), cases=4, per_case=2)
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     run = tmp_path / "run"
-    argv = [sys.executable, str(REPO / "scripts" / "train.py"), "--cube", str(cube), "--arch", "u1", "--depth", "2",
-            "--filters", "4", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--strategy",
-            "multiworker", "--out", str(run), "--quiet"]
+    argv = [
+        sys.executable,
+        str(REPO / "scripts" / "train.py"),
+        "--cube",
+        str(cube),
+        "--arch",
+        "u1",
+        "--depth",
+        "2",
+        "--filters",
+        "4",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "2",
+        "--strategy",
+        "multiworker",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
     procs = []
     for index in range(2):
-        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker",
-                                                                                       "index": index}})}
+        env = {
+            **ENV,
+            "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        }
         # workers ignore SIGTERM while they wait for a peer: `timeout -k` follows up with SIGKILL
-        procs.append(subprocess.Popen(["timeout", "-k", "10", "150", *argv], env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                ["timeout", "-k", "10", "150", *argv],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=200)[0] for p in procs]
     for proc, output in zip(procs, outputs):
         assert proc.returncode == 0, output[-3000:]

@@ -9,8 +9,9 @@ import numpy as np
 from spine_keras.cube import write_cube_arrays
 
 
-def make_training_cube(path: Path, shape: tuple[int, ...] = (32, 32), cases: int = 4, per_case: int = 3,
-                       copies: int = 1, seed: int = 0) -> Path:
+def make_training_cube(
+    path: Path, shape: tuple[int, ...] = (32, 32), cases: int = 4, per_case: int = 3, copies: int = 1, seed: int = 0
+) -> Path:
     """`cases` cases of `per_case` originals each, plus `copies` augmented copies of every original."""
     rng = np.random.default_rng(seed)
     images, labels, case_ids, augmented = [], [], [], []
@@ -25,7 +26,13 @@ def make_training_cube(path: Path, shape: tuple[int, ...] = (32, 32), cases: int
                 labels.append(label)
                 case_ids.append(f"case{case}")
                 augmented.append(copy)
-    return write_cube_arrays(path, np.array(images), np.array(labels), case_ids, np.array(augmented),
-                             class_names=["background", "vertebra", "disc"],
-                             preprocess={"normalization": "zscore"},
-                             sampling={"mode": f"{len(shape)}d", "axis": 2, "shape": list(shape)})
+    return write_cube_arrays(
+        path,
+        np.array(images),
+        np.array(labels),
+        case_ids,
+        np.array(augmented),
+        class_names=["background", "vertebra", "disc"],
+        preprocess={"normalization": "zscore"},
+        sampling={"mode": f"{len(shape)}d", "axis": 2, "shape": list(shape)},
+    )

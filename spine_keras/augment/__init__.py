@@ -9,5 +9,14 @@ from spine_keras.augment.config import AugmentConfig, AugmentParams, sample_para
 from spine_keras.augment.geometry import affine_matrix, resample, rotation_matrix
 from spine_keras.augment.pipeline import apply, augment, spatial_shape
 
-__all__ = ["AugmentConfig", "AugmentParams", "affine_matrix", "apply", "augment", "resample", "rotation_matrix",
-           "sample_params", "spatial_shape"]
+__all__ = [
+    "AugmentConfig",
+    "AugmentParams",
+    "affine_matrix",
+    "apply",
+    "augment",
+    "resample",
+    "rotation_matrix",
+    "sample_params",
+    "spatial_shape",
+]

@@ -105,10 +105,16 @@ class AugmentParams:
         self.rotation, self.zoom, self.shift = (tuple(map(float, t)) for t in (self.rotation, self.zoom, self.shift))
         self.flip = tuple(int(a) for a in self.flip)
         ndim = self.ndim
-        if (ndim not in (2, 3) or len(self.shift) != ndim or len(self.rotation) != (1 if ndim == 2 else 3)
-                or any(not 0 <= a < ndim for a in self.flip)):
-            raise ValueError(f"inconsistent augmentation parameters: rotation {self.rotation}, zoom {self.zoom}, "
-                             f"shift {self.shift}, flip {self.flip} (2D: 1 angle, 2 axes; 3D: 3 angles, 3 axes)")
+        if (
+            ndim not in (2, 3)
+            or len(self.shift) != ndim
+            or len(self.rotation) != (1 if ndim == 2 else 3)
+            or any(not 0 <= a < ndim for a in self.flip)
+        ):
+            raise ValueError(
+                f"inconsistent augmentation parameters: rotation {self.rotation}, zoom {self.zoom}, "
+                f"shift {self.shift}, flip {self.flip} (2D: 1 angle, 2 axes; 3D: 3 angles, 3 axes)"
+            )
 
     @property
     def ndim(self) -> int:

@@ -56,7 +56,8 @@ def apply(image: np.ndarray, label: np.ndarray | None, params: AugmentParams) ->
     return out.reshape(image.shape), None if out_label is None else out_label.reshape(label.shape)
 
 
-def augment(image: np.ndarray, label: np.ndarray | None, config: AugmentConfig,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+def augment(
+    image: np.ndarray, label: np.ndarray | None, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw parameters from `config` with `rng` and apply them (the on-the-fly entry point)."""
     return apply(image, label, sample_params(config, spatial_shape(image, label), rng))

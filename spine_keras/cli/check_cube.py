@@ -10,8 +10,9 @@ from spine_keras.cube.check import check_cube, montage
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spine-check-cube", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="spine-check-cube", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("cube", nargs="?", default="cube.h5", help="cube to check")
     p.add_argument("--png", default=None, help="write a montage of random samples (original beside its copies)")
     p.add_argument("--rows", type=int, default=4, help="montage rows (random original samples)")

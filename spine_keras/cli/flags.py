@@ -40,15 +40,33 @@ def add_dataclass_flags(group: argparse._ArgumentGroup, cls: type, prefix: str =
         default = field.default if field.default is not dataclasses.MISSING else None
         flag = f"--{prefix}{field.name.replace('_', '-')}"
         if isinstance(default, bool):
-            group.add_argument(flag, dest=f"{prefix}{field.name}", type=lambda s: s.lower() in ("1", "true", "yes"),
-                               default=argparse.SUPPRESS, metavar="BOOL", help=f"(default {default})")
+            group.add_argument(
+                flag,
+                dest=f"{prefix}{field.name}",
+                type=lambda s: s.lower() in ("1", "true", "yes"),
+                default=argparse.SUPPRESS,
+                metavar="BOOL",
+                help=f"(default {default})",
+            )
         elif isinstance(default, (int, float)):
-            group.add_argument(flag, dest=f"{prefix}{field.name}", type=float, default=argparse.SUPPRESS, metavar="X",
-                               help=f"(default {default})")
+            group.add_argument(
+                flag,
+                dest=f"{prefix}{field.name}",
+                type=float,
+                default=argparse.SUPPRESS,
+                metavar="X",
+                help=f"(default {default})",
+            )
         else:
             shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
-            group.add_argument(flag, dest=f"{prefix}{field.name}", type=numbers, default=argparse.SUPPRESS, metavar="A,B",
-                               help=f"(default {shown})")
+            group.add_argument(
+                flag,
+                dest=f"{prefix}{field.name}",
+                type=numbers,
+                default=argparse.SUPPRESS,
+                metavar="A,B",
+                help=f"(default {shown})",
+            )
 
 
 def dataclass_from_flags(cls: type, args: argparse.Namespace, prefix: str = "") -> Any:

@@ -16,8 +16,9 @@ from spine_keras.preprocess import FITS, INTERPOLATIONS, NORMALIZATIONS, Preproc
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spine-make-cube", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="spine-make-cube", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("list", help="text file, one 'image,label' pair a line (paths relative to the list's folder)")
     p.add_argument("-o", "--output", default="cube.h5", help="cube to write")
     p.add_argument("--force", action="store_true", help="replace an existing cube")
@@ -28,25 +29,47 @@ def parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("samples")
     s.add_argument("--mode", choices=("2d", "3d"), default="2d")
     s.add_argument("--axis", type=int, default=2, help="2D slice axis (2 = sagittal in the shared data)")
-    s.add_argument("--shape", type=ints, default=None, help="sample shape H,W (2d, default 256,256) or D,H,W "
-                                                             "(3d, default 64,128,128)")
+    s.add_argument(
+        "--shape",
+        type=ints,
+        default=None,
+        help="sample shape H,W (2d, default 256,256) or D,H,W (3d, default 64,128,128)",
+    )
     s.add_argument("--min-foreground", type=float, default=0.0, help="drop samples with a smaller labelled fraction")
-    s.add_argument("--stride", type=ints, default=None, help="3d: tile patches of --shape with this stride "
-                                                              "(default: resize the whole volume to --shape)")
-    s.add_argument("--background-keep", type=float, default=0.1,
-                   help="3d patches: probability of keeping a patch with no label (foreground-biased sampling)")
+    s.add_argument(
+        "--stride",
+        type=ints,
+        default=None,
+        help="3d: tile patches of --shape with this stride (default: resize the whole volume to --shape)",
+    )
+    s.add_argument(
+        "--background-keep",
+        type=float,
+        default=0.1,
+        help="3d patches: probability of keeping a patch with no label (foreground-biased sampling)",
+    )
     q = p.add_argument_group("preprocessing")
     q.add_argument("--spacing", type=numbers, default=None, help="resample to this spacing in mm (default: keep)")
     q.add_argument("--interpolation", choices=tuple(INTERPOLATIONS), default="linear", help="image resampling")
     q.add_argument("--normalization", choices=NORMALIZATIONS, default="zscore", help="per-volume intensity")
     q.add_argument("--percentiles", type=numbers, default=(0.5, 99.5), help="clip range for percentile")
-    q.add_argument("--crop-roi", type=float, default=None, metavar="MM",
-                   help="crop to the labelled region plus this margin before fitting to --shape")
-    q.add_argument("--fit", choices=FITS, default="resize", help="bring samples to --shape by resizing or by "
-                                                                 "centre pad/crop (keeps mm)")
+    q.add_argument(
+        "--crop-roi",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="crop to the labelled region plus this margin before fitting to --shape",
+    )
+    q.add_argument(
+        "--fit",
+        choices=FITS,
+        default="resize",
+        help="bring samples to --shape by resizing or by centre pad/crop (keeps mm)",
+    )
     q.add_argument("--label-map", default=None, help="label ids to classes, e.g. '1-7:1' or '1-5:1,6-10:2,*:0'")
-    q.add_argument("--classes", type=names, default=None, help="class names, background first, e.g. "
-                                                               "background,vertebra")
+    q.add_argument(
+        "--classes", type=names, default=None, help="class names, background first, e.g. background,vertebra"
+    )
     a = p.add_argument_group("augmentation (offline copies)")
     a.add_argument("--augment", type=int, default=0, metavar="N", help="augmented copies per original sample")
     add_dataclass_flags(a, AugmentConfig)
@@ -63,9 +86,11 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
     if args.augment < 0:
         raise UserError("--augment must be >= 0")
     if args.crop_roi is not None and args.fit == "resize" and args.stride is None:
-        raise UserError("--crop-roi with --fit resize would train on anatomy scaled differently from what "
-                        "prediction sees (it cannot crop to a label it does not have); add --fit pad, or use "
-                        "--mode 3d --stride")
+        raise UserError(
+            "--crop-roi with --fit resize would train on anatomy scaled differently from what "
+            "prediction sees (it cannot crop to a label it does not have); add --fit pad, or use "
+            "--mode 3d --stride"
+        )
     if len(args.percentiles) != 2:
         raise UserError("--percentiles takes two numbers, e.g. 0.5,99.5")
     return CubeConfig(
@@ -73,12 +98,29 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
         output=args.output,
         preprocess=PreprocessConfig(
             spacing=tuple(float(v) for v in args.spacing) if args.spacing else None,
-            interpolation=args.interpolation, normalization=args.normalization,
-            percentiles=tuple(float(v) for v in args.percentiles), crop_roi_mm=args.crop_roi, fit=args.fit),
-        sampling=SamplingConfig(mode=args.mode, axis=args.axis, shape=shape, min_foreground=args.min_foreground,
-                                stride=args.stride, background_keep=args.background_keep),
-        label_map=args.label_map, class_names=args.classes, augment=augment, copies=args.augment,
-        seed=args.seed, workers=args.workers, skip_bad=args.skip_bad, force=args.force)
+            interpolation=args.interpolation,
+            normalization=args.normalization,
+            percentiles=tuple(float(v) for v in args.percentiles),
+            crop_roi_mm=args.crop_roi,
+            fit=args.fit,
+        ),
+        sampling=SamplingConfig(
+            mode=args.mode,
+            axis=args.axis,
+            shape=shape,
+            min_foreground=args.min_foreground,
+            stride=args.stride,
+            background_keep=args.background_keep,
+        ),
+        label_map=args.label_map,
+        class_names=args.classes,
+        augment=augment,
+        copies=args.augment,
+        seed=args.seed,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        force=args.force,
+    )
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -93,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     report = build_cube(config, progress=not args.quiet)
     rate = report.cases / report.seconds if report.seconds else float("inf")
     skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
-    print(f"wrote {report.samples} samples from {report.cases} cases{skipped} in {report.seconds:.1f} s "
-          f"({rate:.2f} cases/s) -> {report.path}", file=sys.stderr)
+    print(
+        f"wrote {report.samples} samples from {report.cases} cases{skipped} in {report.seconds:.1f} s "
+        f"({rate:.2f} cases/s) -> {report.path}",
+        file=sys.stderr,
+    )
     return 0

@@ -23,8 +23,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shape3d", nargs=4, type=int, default=DEFAULT_3D, metavar=("D", "H", "W", "C"))
     p.add_argument("--classes", type=int, default=2, help="number of classes (default 2)")
     p.add_argument("--filters", type=int, help="initial filters (default: each arch's preset)")
-    p.add_argument("--depth", type=int, help="pooling levels of the U-Nets (default: 4, or 5 for VGG16 encoders; "
-                                             "fcn keeps its fixed 5)")
+    p.add_argument(
+        "--depth",
+        type=int,
+        help="pooling levels of the U-Nets (default: 4, or 5 for VGG16 encoders; fcn keeps its fixed 5)",
+    )
     p.add_argument("--plot", type=Path, metavar="DIR", help="also draw each model to DIR/arch_<code>_<n>d.png")
     p.add_argument("--dpi", type=int, default=48, help="resolution of the diagrams (default 48)")
     p.add_argument("--rankdir", choices=("LR", "TB"), default="LR", help="diagram direction (default LR)")
@@ -63,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             shape = tuple(args.shape2d if dims == 2 else args.shape3d)
             model = build_model(arch, shape, args.classes, **overrides(arch, args))
             info = describe(model)
-            print(f"| {arch.lower()} | {dims}D | {'x'.join(map(str, shape))} | {info['params']:,} | "
-                  f"{', '.join(info['outputs'])} | {info['depth']} | {info['receptive_field']} |", flush=True)
+            print(
+                f"| {arch.lower()} | {dims}D | {'x'.join(map(str, shape))} | {info['params']:,} | "
+                f"{', '.join(info['outputs'])} | {info['depth']} | {info['receptive_field']} |",
+                flush=True,
+            )
             if args.plot:
                 plot(model, args.plot / f"arch_{arch.lower()}_{dims}d.png", args.dpi, args.rankdir)
             keras.backend.clear_session()

@@ -9,8 +9,9 @@ from spine_keras.phantom import CLASS_NAMES, write_demo
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spine-phantom", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="spine-phantom", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", default="demo", help="folder for the NRRD pairs")
     p.add_argument("--list", default="data_lists/demo.txt", help="list file to write")
     p.add_argument("--cases", type=int, default=6, help="number of exams")
@@ -22,6 +23,5 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     path = write_demo(args.out, args.list, cases=args.cases, seed=args.seed)
-    print(f"wrote {args.cases} phantom cases into {args.out}/ and the list {path} "
-          f"(classes: {','.join(CLASS_NAMES)})")
+    print(f"wrote {args.cases} phantom cases into {args.out}/ and the list {path} (classes: {','.join(CLASS_NAMES)})")
     return 0

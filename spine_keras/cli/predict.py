@@ -13,13 +13,26 @@ from spine_keras.predict.run import FORMATS
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spine-predict", description=__doc__)
-    p.add_argument("model", metavar="MODEL", help="run folder, k-fold run root (folds are averaged), .keras file, "
-                                 "exported SavedModel folder or export folder")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="volumes (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd) or list files (image[,label] a line)")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="run folder, k-fold run root (folds are averaged), .keras file, "
+        "exported SavedModel folder or export folder",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="volumes (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd) or list files (image[,label] a line)",
+    )
     p.add_argument("-o", "--out-dir", default="predictions", help="output folder (default predictions)")
-    p.add_argument("--label", action="append", default=[], metavar="PATH",
-                   help="ground truth for the volume INPUTs, once per volume in the same order: Dice/IoU table + CSV")
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="ground truth for the volume INPUTs, once per volume in the same order: Dice/IoU table + CSV",
+    )
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
     p.add_argument("--batch-size", type=int, default=4, help="windows or slices per model call (default 4)")
     p.add_argument("--tta", action="store_true", help="average over all flips of the spatial axes")
@@ -31,8 +44,13 @@ def parser() -> argparse.ArgumentParser:
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    options = PredictOptions(out_dir=args.out_dir, overlap=args.overlap, batch_size=args.batch_size,
-                             probabilities=args.probabilities, format=args.format)
+    options = PredictOptions(
+        out_dir=args.out_dir,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        probabilities=args.probabilities,
+        format=args.format,
+    )
     segmenter = load_segmenter(args.model, tta=args.tta)
     report = predict_inputs(segmenter, args.inputs, args.label, options)
     if report.table:

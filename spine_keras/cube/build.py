@@ -12,9 +12,10 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import h5py
 from tqdm import tqdm
@@ -79,8 +80,11 @@ def resolve_classes(label_map: LabelMap, class_names: list[str] | None) -> int |
 def _check_files(entry: ListEntry) -> None:
     for kind, path in (("image", entry.image), ("label", entry.label)):
         if path is None or not path.is_file():
-            raise CaseError(f"{entry.source}: {kind} file '{path}' not found; fix the path (relative paths "
-                            "resolve against the list's folder)", entry.case_id)
+            raise CaseError(
+                f"{entry.source}: {kind} file '{path}' not found; fix the path (relative paths "
+                "resolve against the list's folder)",
+                entry.case_id,
+            )
 
 
 def _ordered_results(jobs: list[CaseJob], workers: int) -> Iterator[tuple[CaseJob, CaseSamples | CaseError]]:
@@ -117,8 +121,9 @@ def _run(job: CaseJob) -> CaseSamples | CaseError:
     except UserError as exc:
         return CaseError(str(exc), job.entry.case_id)
     except Exception as exc:  # noqa: BLE001 - one bad case must not end the build with a traceback
-        return CaseError(f"{job.entry.source}: cannot process '{job.entry.image}' ({type(exc).__name__}: {exc})",
-                         job.entry.case_id)
+        return CaseError(
+            f"{job.entry.source}: cannot process '{job.entry.image}' ({type(exc).__name__}: {exc})", job.entry.case_id
+        )
 
 
 def build_cube(config: CubeConfig, warn: Callable[[str], None] | None = None, progress: bool = True) -> BuildReport:
@@ -143,8 +148,19 @@ def build_cube(config: CubeConfig, warn: Callable[[str], None] | None = None, pr
             warn(f"skipping case {entry.case_id}: {exc}")
             skipped.append({"case_id": entry.case_id, "source": entry.source, "reason": str(exc)})
             continue
-        jobs.append(CaseJob(entry, index, config.preprocess, config.sampling, label_map, n_classes,
-                            config.augment if config.copies else None, config.copies, config.seed))
+        jobs.append(
+            CaseJob(
+                entry,
+                index,
+                config.preprocess,
+                config.sampling,
+                label_map,
+                n_classes,
+                config.augment if config.copies else None,
+                config.copies,
+                config.seed,
+            )
+        )
     workers = config.workers or os.cpu_count() or 1
     remove_stale_temps(target)
     tmp = temp_path_for(target)
@@ -166,8 +182,10 @@ def build_cube(config: CubeConfig, warn: Callable[[str], None] | None = None, pr
                 max_label = max(max_label, result.max_label)
             bar.close()
             if writer.count == 0:
-                raise UserError(f"no samples were produced from '{config.list_path}' "
-                                f"({len(skipped)} of {len(entries)} cases skipped; lower --min-foreground?)")
+                raise UserError(
+                    f"no samples were produced from '{config.list_path}' "
+                    f"({len(skipped)} of {len(entries)} cases skipped; lower --min-foreground?)"
+                )
             classes = n_classes or max(2, max_label + 1)
             names = config.class_names or ["background"] + [f"class_{i}" for i in range(1, classes)]
             write_attrs(handle, _attributes(config, classes, names, skipped))

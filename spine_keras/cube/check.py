@@ -37,25 +37,29 @@ class CubeReport:
         """Human-readable summary, one fact a line."""
         a = self.attrs
         norm = a.get("normalization")
-        lines = [f"cube {self.path}: {'OK' if self.ok else 'INVALID'}",
-                 f"  mode {a.get('mode')}, {self.samples} samples ({self.originals} originals, "
-                 f"{self.samples - self.originals} augmented), {len(self.per_case)} cases",
-                 f"  classes ({a.get('n_classes')}): {', '.join(a.get('class_names') or [])}",
-                 f"  label map {a.get('label_map')!r}, spacing {a.get('spacing')}, normalization "
-                 f"{norm.get('method') if isinstance(norm, dict) else norm}, seed {a.get('seed')}"]
+        lines = [
+            f"cube {self.path}: {'OK' if self.ok else 'INVALID'}",
+            f"  mode {a.get('mode')}, {self.samples} samples ({self.originals} originals, "
+            f"{self.samples - self.originals} augmented), {len(self.per_case)} cases",
+            f"  classes ({a.get('n_classes')}): {', '.join(a.get('class_names') or [])}",
+            f"  label map {a.get('label_map')!r}, spacing {a.get('spacing')}, normalization "
+            f"{norm.get('method') if isinstance(norm, dict) else norm}, seed {a.get('seed')}",
+        ]
         sampling = a.get("sampling") or {}
         shape = sampling.get("shape")
         if shape:
             lines.append(f"  sample shape {tuple(shape)}, axis {sampling.get('axis')}")
         total = sum(self.class_voxels) or 1
         names = a.get("class_names") or [str(i) for i in range(len(self.class_voxels))]
-        freqs = ", ".join(f"{names[i] if i < len(names) else i} {100 * v / total:.2f}%"
-                          for i, v in enumerate(self.class_voxels))
+        freqs = ", ".join(
+            f"{names[i] if i < len(names) else i} {100 * v / total:.2f}%" for i, v in enumerate(self.class_voxels)
+        )
         lines.append(f"  class voxel frequency: {freqs}")
         if self.intensity:
             i = self.intensity
-            lines.append(f"  intensity: mean {i['mean']:.3f}, std {i['std']:.3f}, min {i['min']:.3f}, "
-                         f"max {i['max']:.3f}")
+            lines.append(
+                f"  intensity: mean {i['mean']:.3f}, std {i['std']:.3f}, min {i['min']:.3f}, max {i['max']:.3f}"
+            )
         counts = sorted(self.per_case.items())
         lines.append("  samples per case: " + ", ".join(f"{c} {n}" for c, n in counts))
         skipped = a.get("skipped") or []
@@ -119,7 +123,7 @@ def _scan(handle: h5py.File, attrs: dict[str, Any], report: CubeReport) -> None:
     low, high = np.inf, -np.inf
     bad_values = bad_labels = 0
     for start in range(0, n, BLOCK):
-        block = images[start: start + BLOCK]
+        block = images[start : start + BLOCK]
         finite = np.isfinite(block)
         bad_values += int(block.size - np.count_nonzero(finite))
         values = block[finite].astype(np.float64)
@@ -128,20 +132,26 @@ def _scan(handle: h5py.File, attrs: dict[str, Any], report: CubeReport) -> None:
         voxels += values.size
         if values.size:
             low, high = min(low, float(values.min())), max(high, float(values.max()))
-        counts += np.bincount(labels[start: start + BLOCK].ravel(), minlength=256)
+        counts += np.bincount(labels[start : start + BLOCK].ravel(), minlength=256)
     bad_labels = int(counts[n_classes:].sum())
     if bad_values:
         report.problems.append(f"{bad_values} image values are NaN or infinite")
     if bad_labels:
-        report.problems.append(f"{bad_labels} label voxels hold ids >= n_classes ({n_classes}): "
-                               f"{np.nonzero(counts[n_classes:])[0] + n_classes}")
+        report.problems.append(
+            f"{bad_labels} label voxels hold ids >= n_classes ({n_classes}): "
+            f"{np.nonzero(counts[n_classes:])[0] + n_classes}"
+        )
     if n == 0:
         report.problems.append("the cube holds no samples")
     report.class_voxels = counts[:n_classes].tolist()
     if voxels:
         mean = total / voxels
-        report.intensity = {"mean": mean, "std": float(np.sqrt(max(total_sq / voxels - mean ** 2, 0.0))),
-                            "min": low, "max": high}
+        report.intensity = {
+            "mean": mean,
+            "std": float(np.sqrt(max(total_sq / voxels - mean**2, 0.0))),
+            "min": low,
+            "max": high,
+        }
 
 
 def montage(path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, seed: int = 0) -> Path:
@@ -166,10 +176,19 @@ def montage(path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, s
                     image, label = image[..., image.shape[-1] // 2], label[..., label.shape[-1] // 2]
                 ax = axes[row, col]
                 ax.imshow(image, cmap="gray")
-                ax.imshow(np.ma.masked_equal(label, 0), cmap="jet", alpha=0.4, vmin=0, vmax=max(1, n_classes - 1),
-                          interpolation="nearest")
-                ax.set_title(f"{case_ids[sample]} #{positions[sample]}" + (f" aug {augmented[sample]}"
-                                                                            if augmented[sample] else ""), fontsize=7)
+                ax.imshow(
+                    np.ma.masked_equal(label, 0),
+                    cmap="jet",
+                    alpha=0.4,
+                    vmin=0,
+                    vmax=max(1, n_classes - 1),
+                    interpolation="nearest",
+                )
+                ax.set_title(
+                    f"{case_ids[sample]} #{positions[sample]}"
+                    + (f" aug {augmented[sample]}" if augmented[sample] else ""),
+                    fontsize=7,
+                )
             for ax in axes[row]:
                 ax.axis("off")
         fig.tight_layout()

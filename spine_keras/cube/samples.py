@@ -7,14 +7,22 @@ which worker ran it or how many there were.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from spine_keras import augment
 from spine_keras.errors import CaseError, UserError
 from spine_keras.io import ListEntry, Volume, read_volume
-from spine_keras.preprocess import INTERPOLATIONS, LabelMap, PreprocessConfig, fit_shape, normalize, resample, roi_slices
+from spine_keras.preprocess import (
+    INTERPOLATIONS,
+    LabelMap,
+    PreprocessConfig,
+    fit_shape,
+    normalize,
+    resample,
+    roi_slices,
+)
 
 MIN_SIDE = 16
 MODES = ("2d", "3d")
@@ -40,8 +48,10 @@ class SamplingConfig:
         if len(self.shape) != rank:
             raise UserError(f"--shape needs {rank} sides for --mode {self.mode}, got {','.join(map(str, self.shape))}")
         if min(self.shape) < MIN_SIDE:
-            raise UserError(f"target shape {','.join(map(str, self.shape))} is too small: every side must be at "
-                            f"least {MIN_SIDE} so the networks can downsample it")
+            raise UserError(
+                f"target shape {','.join(map(str, self.shape))} is too small: every side must be at "
+                f"least {MIN_SIDE} so the networks can downsample it"
+            )
         if self.mode == "2d" and self.axis not in (0, 1, 2):
             raise UserError(f"--axis must be 0, 1 or 2, not {self.axis}")
         if self.stride is not None:
@@ -94,16 +104,22 @@ def load_case(entry: ListEntry) -> tuple[Volume, Volume]:
         if volume.channels != 1:
             raise CaseError(f"{entry.source}: '{path}' has {volume.channels} channels; give single-channel volumes")
     if image.shape != label.shape:
-        raise CaseError(f"{entry.source}: image '{entry.image}' has shape {image.shape} but label '{entry.label}' "
-                        f"has shape {label.shape}; they must match voxel for voxel (resample the label onto the "
-                        "image grid, or drop the case with --skip-bad)")
+        raise CaseError(
+            f"{entry.source}: image '{entry.image}' has shape {image.shape} but label '{entry.label}' "
+            f"has shape {label.shape}; they must match voxel for voxel (resample the label onto the "
+            "image grid, or drop the case with --skip-bad)"
+        )
     if not np.allclose(image.spacing, label.spacing, rtol=1e-3, atol=1e-4):
-        raise CaseError(f"{entry.source}: image spacing {image.spacing} differs from label spacing {label.spacing} "
-                        f"('{entry.image}', '{entry.label}'); they must share one grid")
+        raise CaseError(
+            f"{entry.source}: image spacing {image.spacing} differs from label spacing {label.spacing} "
+            f"('{entry.image}', '{entry.label}'); they must share one grid"
+        )
     return image, label
 
 
-def _slices(image: np.ndarray, label: np.ndarray, sampling: SamplingConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def _slices(
+    image: np.ndarray, label: np.ndarray, sampling: SamplingConfig
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     image = np.ascontiguousarray(np.moveaxis(image, sampling.axis, 0))  # one copy, then cheap slices
     label = np.ascontiguousarray(np.moveaxis(label, sampling.axis, 0))
     for k in range(image.shape[0]):
@@ -119,8 +135,9 @@ def _patch_starts(size: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
-def _patches(image: np.ndarray, label: np.ndarray, sampling: SamplingConfig,
-             rng: np.random.Generator) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def _patches(
+    image: np.ndarray, label: np.ndarray, sampling: SamplingConfig, rng: np.random.Generator
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     shape, stride = sampling.shape, sampling.stride
     assert stride is not None
     grown = tuple(max(n, p) for n, p in zip(image.shape, shape))
@@ -183,9 +200,14 @@ def process_case(job: CaseJob) -> CaseSamples:
                 labels.append(aug_label)
                 copies.append((i, copy))
     if not images:
-        return CaseSamples(entry.case_id, np.zeros((0, *sampling.shape), np.float32),
-                           np.zeros((0, *sampling.shape), np.uint8), np.zeros(0, np.int16), np.zeros(0, np.int32),
-                           int(label.max(initial=0)))
+        return CaseSamples(
+            entry.case_id,
+            np.zeros((0, *sampling.shape), np.float32),
+            np.zeros((0, *sampling.shape), np.uint8),
+            np.zeros(0, np.int16),
+            np.zeros(0, np.int32),
+            int(label.max(initial=0)),
+        )
     return CaseSamples(
         case_id=entry.case_id,
         images=np.stack(images).astype(np.float32, copy=False),

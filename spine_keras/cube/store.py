@@ -21,8 +21,17 @@ from spine_keras.preprocess import PreprocessConfig
 
 CUBE_FORMAT = "spine_keras.cube/1"
 DATASETS = ("images", "labels", "case_ids", "augmented", "positions")
-JSON_ATTRS = ("class_names", "spacing", "label_map", "normalization", "augment", "preprocess", "sampling",
-              "skipped", "config")
+JSON_ATTRS = (
+    "class_names",
+    "spacing",
+    "label_map",
+    "normalization",
+    "augment",
+    "preprocess",
+    "sampling",
+    "skipped",
+    "config",
+)
 COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 
@@ -33,17 +42,31 @@ class CubeWriter:
         self.handle = handle
         self.sample_shape = tuple(sample_shape)
         self.count = 0
-        handle.create_dataset("images", shape=(0, *sample_shape, 1), maxshape=(None, *sample_shape, 1),
-                              dtype=np.float32, chunks=(1, *sample_shape, 1), **COMPRESSION)
-        handle.create_dataset("labels", shape=(0, *sample_shape), maxshape=(None, *sample_shape),
-                              dtype=np.uint8, chunks=(1, *sample_shape), **COMPRESSION)
-        handle.create_dataset("case_ids", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"),
-                              chunks=(1024,))
+        handle.create_dataset(
+            "images",
+            shape=(0, *sample_shape, 1),
+            maxshape=(None, *sample_shape, 1),
+            dtype=np.float32,
+            chunks=(1, *sample_shape, 1),
+            **COMPRESSION,
+        )
+        handle.create_dataset(
+            "labels",
+            shape=(0, *sample_shape),
+            maxshape=(None, *sample_shape),
+            dtype=np.uint8,
+            chunks=(1, *sample_shape),
+            **COMPRESSION,
+        )
+        handle.create_dataset(
+            "case_ids", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype("utf-8"), chunks=(1024,)
+        )
         handle.create_dataset("augmented", shape=(0,), maxshape=(None,), dtype=np.int16, chunks=(1024,))
         handle.create_dataset("positions", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(1024,))
 
-    def append(self, images: np.ndarray, labels: np.ndarray, case_id: str, augmented: np.ndarray,
-               positions: np.ndarray) -> None:
+    def append(
+        self, images: np.ndarray, labels: np.ndarray, case_id: str, augmented: np.ndarray, positions: np.ndarray
+    ) -> None:
         """Append a batch of samples of one case: images (n, *shape) float32, labels (n, *shape) uint8."""
         n = int(images.shape[0])
         if n == 0:
@@ -82,8 +105,10 @@ def read_attrs(path: Path | str) -> dict[str, Any]:
     except OSError as exc:
         raise UserError(f"'{path}' is not a readable HDF5 file ({exc}); rebuild it with spine-make-cube") from exc
     if raw.get("format") != CUBE_FORMAT or missing:
-        raise UserError(f"'{path}' is not a spine_keras cube (format attribute {raw.get('format')!r}"
-                        f"{', missing ' + ', '.join(missing) if missing else ''})")
+        raise UserError(
+            f"'{path}' is not a spine_keras cube (format attribute {raw.get('format')!r}"
+            f"{', missing ' + ', '.join(missing) if missing else ''})"
+        )
     attrs: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, bytes):
@@ -104,7 +129,7 @@ def temp_path_for(target: Path) -> Path:
 def remove_stale_temps(target: Path) -> None:
     """Delete temporaries left beside `target` by builds that were killed (their process no longer runs)."""
     for tmp in target.parent.glob(f".{target.name}.*.tmp"):
-        pid = tmp.name[len(target.name) + 2: -len(".tmp")]
+        pid = tmp.name[len(target.name) + 2 : -len(".tmp")]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
@@ -119,8 +144,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_cube_arrays(path: Path | str, images: np.ndarray, labels: np.ndarray, case_ids: list[str],
-                      augmented: np.ndarray | None = None, **attrs: Any) -> Path:
+def write_cube_arrays(
+    path: Path | str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    case_ids: list[str],
+    augmented: np.ndarray | None = None,
+    **attrs: Any,
+) -> Path:
     """Write a small cube from in-memory arrays (tests, notebooks); the builder streams instead.
 
     `images` may omit the trailing channel axis. Attributes default from the arrays: mode from the rank,
@@ -132,14 +163,27 @@ def write_cube_arrays(path: Path | str, images: np.ndarray, labels: np.ndarray, 
     n = labels.shape[0]
     n_classes = int(attrs.pop("n_classes", int(labels.max()) + 1 if labels.size else 2))
     defaults: dict[str, Any] = {
-        "format": CUBE_FORMAT, "mode": f"{labels.ndim - 1}d", "n_classes": n_classes,
+        "format": CUBE_FORMAT,
+        "mode": f"{labels.ndim - 1}d",
+        "n_classes": n_classes,
         "class_names": ["background"] + [f"class_{i}" for i in range(1, n_classes)],
-        "spacing": None, "label_map": None,
-        "normalization": {"method": "zscore", "percentiles": [0.5, 99.5]}, "augment": None, "seed": 0,
-        "source_list": "", "spine_keras_version": __version__, "skipped": [],
+        "spacing": None,
+        "label_map": None,
+        "normalization": {"method": "zscore", "percentiles": [0.5, 99.5]},
+        "augment": None,
+        "seed": 0,
+        "source_list": "",
+        "spine_keras_version": __version__,
+        "skipped": [],
         "preprocess": PreprocessConfig().to_dict(),
-        "sampling": {"mode": f"{labels.ndim - 1}d", "axis": 2, "shape": list(labels.shape[1:]), "min_foreground": 0.0,
-                     "stride": None, "background_keep": 0.1},
+        "sampling": {
+            "mode": f"{labels.ndim - 1}d",
+            "axis": 2,
+            "shape": list(labels.shape[1:]),
+            "min_foreground": 0.0,
+            "stride": None,
+            "background_keep": 0.1,
+        },
     }
     defaults.update(attrs)
     with h5py.File(path, "w") as handle:
@@ -150,4 +194,3 @@ def write_cube_arrays(path: Path | str, images: np.ndarray, labels: np.ndarray, 
             writer.append(images[index], labels[index], case, aug[index], index.astype(np.int32))
         write_attrs(handle, defaults)
     return path
-

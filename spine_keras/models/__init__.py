@@ -6,5 +6,18 @@ from spine_keras.models.introspect import describe, receptive_field
 from spine_keras.models.registry import ARCHS, PRESETS, arch_code, preset
 from spine_keras.models.upsample import LinearUpsample
 
-__all__ = ["ARCHS", "OVERRIDES", "PRESETS", "LinearUpsample", "arch_code", "attention_layers", "attention_maps",
-           "attention_model", "build_model", "describe", "inference_model", "preset", "receptive_field"]
+__all__ = [
+    "ARCHS",
+    "OVERRIDES",
+    "PRESETS",
+    "LinearUpsample",
+    "arch_code",
+    "attention_layers",
+    "attention_maps",
+    "attention_model",
+    "build_model",
+    "describe",
+    "inference_model",
+    "preset",
+    "receptive_field",
+]

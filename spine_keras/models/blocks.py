@@ -25,8 +25,17 @@ def nd(kind: str, rank: int, *args: Any, **kwargs: Any) -> layers.Layer:
 
 def conv(x, filters: int, kernel: int, cfg: BuildConfig, name: str, strides: int = 1, use_bias: bool = True):
     """A same-padded, He-initialised convolution of the model's rank."""
-    return nd("conv", cfg.rank, filters, kernel, strides=strides, padding="same", use_bias=use_bias,
-              kernel_initializer="he_normal", name=name)(x)
+    return nd(
+        "conv",
+        cfg.rank,
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        use_bias=use_bias,
+        kernel_initializer="he_normal",
+        name=name,
+    )(x)
 
 
 def normalize(x, cfg: BuildConfig, name: str):
@@ -88,8 +97,16 @@ def pool(x, cfg: BuildConfig, name: str):
 def upsample(x, factor: int, filters: int, cfg: BuildConfig, name: str, kernel: int | None = None):
     """Upsample by `factor` to `filters` channels: transposed convolution, or linear resize + 1-kernel conv."""
     if cfg.upsampling == "transpose":
-        return nd("transpose", cfg.rank, filters, kernel or factor, strides=factor, padding="same",
-                  kernel_initializer="he_normal", name=name)(x)
+        return nd(
+            "transpose",
+            cfg.rank,
+            filters,
+            kernel or factor,
+            strides=factor,
+            padding="same",
+            kernel_initializer="he_normal",
+            name=name,
+        )(x)
     x = LinearUpsample(factor, name=f"{name}_resize")(x)
     return conv(x, filters, 1, cfg, name)
 

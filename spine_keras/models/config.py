@@ -14,8 +14,16 @@ ACTIVATIONS = ("relu", "prelu", "leaky_relu")
 NORMALIZATIONS = ("batch", "group", "instance", "none")
 UPSAMPLINGS = ("transpose", "resize")
 FINAL_ACTIVATIONS = ("softmax", "none")
-OVERRIDES = ("filters", "depth", "activation", "normalization", "dropout", "upsampling",
-             "final_activation", "deep_supervision")
+OVERRIDES = (
+    "filters",
+    "depth",
+    "activation",
+    "normalization",
+    "dropout",
+    "upsampling",
+    "final_activation",
+    "deep_supervision",
+)
 _AXES = {2: ("H", "W"), 3: ("D", "H", "W")}
 
 
@@ -62,20 +70,23 @@ def _input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     """The input shape as ints, (H, W, C) or (D, H, W, C), else a UserError."""
     shape = tuple(input_shape)
     if len(shape) not in (3, 4):
-        raise UserError(f"input_shape {shape} needs (H, W, C) for 2D or (D, H, W, C) for 3D "
-                        f"(spatial sides then channels), got {len(shape)} dims")
+        raise UserError(
+            f"input_shape {shape} needs (H, W, C) for 2D or (D, H, W, C) for 3D "
+            f"(spatial sides then channels), got {len(shape)} dims"
+        )
     return tuple(_int("every input_shape entry", value, 1) for value in shape)
 
 
 def _check_divisible(shape: tuple[int, ...], depth: int, why: str) -> None:
     """UserError naming the first spatial side that 2^depth does not divide, and its nearest valid size."""
-    div = 2 ** depth
+    div = 2**depth
     for axis, side in zip(_AXES[len(shape) - 1], shape[:-1]):
         if side % div:
             lower, upper = side // div * div, side // div * div + div
             nearest = upper if lower == 0 or upper - side < side - lower else lower
-            raise UserError(f"input side {axis}={side} is not divisible by 2^{depth}={div} ({why}); "
-                            f"nearest valid size: {nearest}")
+            raise UserError(
+                f"input side {axis}={side} is not divisible by 2^{depth}={div} ({why}); nearest valid size: {nearest}"
+            )
 
 
 def make_config(arch: str, input_shape: Sequence[int], n_classes: int, overrides: dict[str, Any]) -> BuildConfig:
@@ -87,9 +98,16 @@ def make_config(arch: str, input_shape: Sequence[int], n_classes: int, overrides
         raise UserError(f"unknown override(s) {', '.join(unknown)}; valid: {', '.join(OVERRIDES)}")
     shape = _input_shape(input_shape)
     n_classes = _int("n_classes", n_classes, 2)
-    opts = {"filters": PRESETS[code]["filters"], "activation": PRESETS[code]["activation"],
-            "depth": len(VGG16_CONVS) if spec.vgg else 4, "normalization": "batch", "dropout": 0.0,
-            "upsampling": "transpose", "final_activation": "softmax", "deep_supervision": spec.deep_supervision}
+    opts = {
+        "filters": PRESETS[code]["filters"],
+        "activation": PRESETS[code]["activation"],
+        "depth": len(VGG16_CONVS) if spec.vgg else 4,
+        "normalization": "batch",
+        "dropout": 0.0,
+        "upsampling": "transpose",
+        "final_activation": "softmax",
+        "deep_supervision": spec.deep_supervision,
+    }
     opts.update(overrides)
     depth = _int("depth", opts["depth"], 1, len(VGG16_CONVS) if spec.vgg else None)
     if spec.fcn and depth != len(VGG16_CONVS):
@@ -101,12 +119,14 @@ def make_config(arch: str, input_shape: Sequence[int], n_classes: int, overrides
     dropout = opts["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise UserError(f"dropout must be a rate in [0, 1), got {dropout!r}")
-    why = (f"the VGG16 encoder of {code} pools {depth} times" if spec.vgg
-           else f"depth={depth} of {code}")
+    why = f"the VGG16 encoder of {code} pools {depth} times" if spec.vgg else f"depth={depth} of {code}"
     _check_divisible(shape, depth, why)
     final = _choice("final_activation", opts["final_activation"], FINAL_ACTIVATIONS)
     return BuildConfig(
-        arch=code, spec=spec, input_shape=shape, n_classes=n_classes,
+        arch=code,
+        spec=spec,
+        input_shape=shape,
+        n_classes=n_classes,
         filters=_int("filters", opts["filters"], 4 if spec.multi_kernel else 1),
         depth=depth,
         activation=_choice("activation", opts["activation"], ACTIVATIONS),

@@ -40,7 +40,7 @@ def inference_model(model: keras.Model) -> keras.Model:
 def attention_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The attention-coefficient layers `attention_1`.. of `model`, finest first."""
     found = [layer for layer in model.layers if layer.name.startswith(ATTENTION_PREFIX)]
-    return sorted(found, key=lambda layer: int(layer.name[len(ATTENTION_PREFIX):]))
+    return sorted(found, key=lambda layer: int(layer.name[len(ATTENTION_PREFIX) :]))
 
 
 def attention_model(model: keras.Model) -> keras.Model:

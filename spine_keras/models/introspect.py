@@ -52,5 +52,9 @@ def describe(model: keras.Model) -> dict:
     """Parameters, output names, depth (2x poolings down to the coarsest level) and receptive field of `model`."""
     known = _walk(model)
     coarsest = max(jump for _, jump in known.values())
-    return {"params": model.count_params(), "outputs": list(model.output_names),
-            "depth": round(math.log2(coarsest)), "receptive_field": round(known[id(model.get_layer("seg").output)][0])}
+    return {
+        "params": model.count_params(),
+        "outputs": list(model.output_names),
+        "depth": round(math.log2(coarsest)),
+        "receptive_field": round(known[id(model.get_layer("seg").output)][0]),
+    }

@@ -25,10 +25,15 @@ ARCHS: dict[str, ArchSpec] = {
     "ud": ArchSpec("U-Net + deep supervision", deep_supervision=True),
     "umd": ArchSpec("U-Net + multi-kernel + deep supervision", multi_kernel=True, deep_supervision=True),
     "uvd": ArchSpec("U-Net + VGG16 encoder + deep supervision", vgg=True, deep_supervision=True),
-    "uamd": ArchSpec("U-Net + attention gates + multi-kernel + deep supervision",
-                     attention=True, multi_kernel=True, deep_supervision=True),
-    "uvad": ArchSpec("U-Net + VGG16 encoder + attention gates + deep supervision",
-                     attention=True, vgg=True, deep_supervision=True),
+    "uamd": ArchSpec(
+        "U-Net + attention gates + multi-kernel + deep supervision",
+        attention=True,
+        multi_kernel=True,
+        deep_supervision=True,
+    ),
+    "uvad": ArchSpec(
+        "U-Net + VGG16 encoder + attention gates + deep supervision", attention=True, vgg=True, deep_supervision=True
+    ),
     "uad": ArchSpec("U-Net + attention gates + deep supervision", attention=True, deep_supervision=True),
     "fcn": ArchSpec("FCN8 on a VGG16 backbone", vgg=True, fcn=True),
 }

@@ -13,7 +13,7 @@ VGG_MAX_SCALE = 8  # VGG16 widths 64..512 are 1x..8x its initial 64 filters
 
 def level_filters(cfg: BuildConfig, level: int) -> int:
     """Filters at `level` (0 = full resolution): doubling per level, capped at 8x for the VGG16 encoder."""
-    scale = 2 ** level
+    scale = 2**level
     return cfg.filters * (min(scale, VGG_MAX_SCALE) if cfg.spec.vgg else scale)
 
 
@@ -45,5 +45,5 @@ def build_unet(inputs, cfg: BuildConfig) -> list:
         x = layers.Concatenate(name=f"concat{level + 1}")([up, skip])
         x = _block(x, filters, cfg, f"dec{level + 1}")
         if cfg.deep_supervision and level > 0:
-            aux.append(blocks.seg_head(x, 2 ** level, cfg, f"aux_{level}"))
+            aux.append(blocks.seg_head(x, 2**level, cfg, f"aux_{level}"))
     return [blocks.seg_head(x, 1, cfg, "seg"), *reversed(aux)]

@@ -6,5 +6,14 @@ from spine_keras.predict.run import PredictOptions, Report, predict_inputs
 from spine_keras.predict.volume import Prediction, predict_volume
 from spine_keras.predict.window import gaussian_importance, sliding_window
 
-__all__ = ["PredictOptions", "Prediction", "Report", "Segmenter", "gaussian_importance", "load_segmenter",
-           "predict_inputs", "predict_volume", "sliding_window"]
+__all__ = [
+    "PredictOptions",
+    "Prediction",
+    "Report",
+    "Segmenter",
+    "gaussian_importance",
+    "load_segmenter",
+    "predict_inputs",
+    "predict_volume",
+    "sliding_window",
+]

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from spine_keras import outputs
-
 from spine_keras.metrics import dice_per_class, iou_per_class
 
 OVERALL = "mean"
@@ -42,13 +41,18 @@ def case_scores(case_id: str, predicted: np.ndarray, truth: np.ndarray, n_classe
 
 def overall(scores: Sequence[CaseScores]) -> CaseScores:
     """Mean over cases per class, skipping cases where the class is undefined (NaN)."""
+
     def mean(values: list[float]) -> float:
         defined = [v for v in values if not math.isnan(v)]
         return sum(defined) / len(defined) if defined else math.nan
 
     n = len(scores[0].dice)
-    return CaseScores(OVERALL, [mean([s.dice[c] for s in scores]) for c in range(n)],
-                      [mean([s.iou[c] for s in scores]) for c in range(n)], sum(s.confusion for s in scores))
+    return CaseScores(
+        OVERALL,
+        [mean([s.dice[c] for s in scores]) for c in range(n)],
+        [mean([s.iou[c] for s in scores]) for c in range(n)],
+        sum(s.confusion for s in scores),
+    )
 
 
 def pooled(scores: Sequence[CaseScores]) -> CaseScores:

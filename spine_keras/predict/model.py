@@ -114,11 +114,15 @@ def check_metadata(metadata: dict[str, Any], where: Path) -> None:
     """UserError when the metadata cannot drive prediction (unknown mode, shape of the wrong rank, no 2D axis)."""
     mode, shape = metadata.get("mode"), metadata.get("input_shape") or []
     if mode not in ("2d", "3d") or len(shape) != (3 if mode == "2d" else 4):
-        raise UserError(f"model metadata of '{where}' has mode {mode!r} with input_shape {shape}; expected '2d' "
-                        "with (H, W, C) or '3d' with (D, H, W, C)")
+        raise UserError(
+            f"model metadata of '{where}' has mode {mode!r} with input_shape {shape}; expected '2d' "
+            "with (H, W, C) or '3d' with (D, H, W, C)"
+        )
     if not isinstance(metadata.get("preprocess"), dict):
-        raise UserError(f"model metadata of '{where}' records no preprocessing; re-export it from a run trained "
-                        "on a cube built by spine-make-cube")
+        raise UserError(
+            f"model metadata of '{where}' records no preprocessing; re-export it from a run trained "
+            "on a cube built by spine-make-cube"
+        )
     if mode == "2d" and metadata.get("axis") not in (0, 1, 2):
         raise UserError(f"model metadata of '{where}' has no slice axis (0, 1 or 2) for its 2D model")
 
@@ -132,8 +136,11 @@ def load_segmenter(model_path: Path | str, tta: bool = False) -> Segmenter:
     for other, (_, model_file, _) in zip(metadatas[1:], found[1:]):
         differing = [key for key in SHARED_KEYS if other.get(key) != metadatas[0].get(key)]
         if differing:
-            raise UserError(f"folds of '{path}' disagree on {', '.join(differing)} ({model_file}); "
-                            "predict with one fold folder")
-    fns = [keras_batch_fn(load_keras_model(file), meta) if kind == "keras" else _saved_model_fn(file)
-           for (kind, file, _), meta in zip(found, metadatas)]
+            raise UserError(
+                f"folds of '{path}' disagree on {', '.join(differing)} ({model_file}); predict with one fold folder"
+            )
+    fns = [
+        keras_batch_fn(load_keras_model(file), meta) if kind == "keras" else _saved_model_fn(file)
+        for (kind, file, _), meta in zip(found, metadatas)
+    ]
     return Segmenter(metadatas[0], fns, tta)

@@ -78,8 +78,10 @@ def _expand(path: Path, label: Path | None) -> list[Job]:
     if suffix_of(path) in SUPPORTED_SUFFIXES:
         return [Job("", path, label, case_id_from_path(path))]
     if path.suffix.lower() not in LIST_SUFFIXES:
-        raise UserError(f"'{path}': unsupported input type; give a volume ({', '.join(SUPPORTED_SUFFIXES)}) "
-                        f"or a list file ({', '.join(LIST_SUFFIXES)})")
+        raise UserError(
+            f"'{path}': unsupported input type; give a volume ({', '.join(SUPPORTED_SUFFIXES)}) "
+            f"or a list file ({', '.join(LIST_SUFFIXES)})"
+        )
     return [Job(e.source, e.image, e.label, e.case_id) for e in parse_list(path, require_label=False)]
 
 
@@ -87,8 +89,10 @@ def collect_jobs(inputs: Sequence[Path | str], labels: Sequence[Path | str] = ()
     """Expand INPUTs (volumes, list files) into jobs with unique case ids; bad list inputs become failures."""
     n_volumes = sum(suffix_of(p) in SUPPORTED_SUFFIXES for p in inputs)
     if labels and len(labels) != n_volumes:
-        raise UserError(f"--label was given {len(labels)} time(s) for {n_volumes} volume input(s); give one "
-                        "ground truth per volume, in the same order (list files carry their own label column)")
+        raise UserError(
+            f"--label was given {len(labels)} time(s) for {n_volumes} volume input(s); give one "
+            "ground truth per volume, in the same order (list files carry their own label column)"
+        )
     volume_labels = iter(Path(p) for p in labels)
     jobs, failures, seen = [], [], set()
     for raw in inputs:
@@ -118,8 +122,10 @@ def read_truth(job: Job, image: Volume, metadata: dict) -> np.ndarray:
     assert job.label is not None
     label = read_volume(job.label, job.source or None)
     if label.shape != image.shape or label.channels != 1:
-        raise CaseError(f"{_where(job)}label '{job.label}' has shape {label.array.shape} but image '{job.image}' has "
-                        f"{image.shape}; they must match voxel for voxel")
+        raise CaseError(
+            f"{_where(job)}label '{job.label}' has shape {label.array.shape} but image '{job.image}' has "
+            f"{image.shape}; they must match voxel for voxel"
+        )
     try:
         return LabelMap.parse(metadata.get("label_map")).apply(label.array, int(metadata["n_classes"]))
     except CaseError as exc:
@@ -150,8 +156,13 @@ def predict_job(job: Job, segmenter: Segmenter, options: PredictOptions) -> tupl
     return written, scores
 
 
-def predict_inputs(segmenter: Segmenter, inputs: Sequence[Path | str], labels: Sequence[Path | str] = (),
-                   options: PredictOptions | None = None, log: Callable[[str], None] = print) -> Report:
+def predict_inputs(
+    segmenter: Segmenter,
+    inputs: Sequence[Path | str],
+    labels: Sequence[Path | str] = (),
+    options: PredictOptions | None = None,
+    log: Callable[[str], None] = print,
+) -> Report:
     """Segment every input; failures are collected in the report and the rest still run."""
     options = options or PredictOptions()
     jobs, failures = collect_jobs(inputs, labels)
@@ -165,7 +176,9 @@ def predict_inputs(segmenter: Segmenter, inputs: Sequence[Path | str], labels: S
             log(f"{job.case_id}: failed")
             continue
         except Exception as exc:  # noqa: BLE001 - one broken input must not stop the others
-            report.failures.append(f"{job.source or job.image}: unexpected {type(exc).__name__} on '{job.image}': {exc}")
+            report.failures.append(
+                f"{job.source or job.image}: unexpected {type(exc).__name__} on '{job.image}': {exc}"
+            )
             log(f"{job.case_id}: failed")
             continue
         report.outputs[job.case_id] = written

@@ -32,8 +32,10 @@ class Prediction:
 def check_volume(volume: Volume, metadata: dict[str, Any]) -> None:
     """CaseError when the volume's dimensionality or channel count differs from what the model expects."""
     if volume.spatial_ndim != 3:
-        raise CaseError(f"volume has {volume.spatial_ndim} spatial dimensions; the model expects 3D volumes "
-                        f"({metadata['mode']} model)")
+        raise CaseError(
+            f"volume has {volume.spatial_ndim} spatial dimensions; the model expects 3D volumes "
+            f"({metadata['mode']} model)"
+        )
     channels = int(metadata["input_shape"][-1])
     if volume.channels != channels:
         raise CaseError(f"volume has {volume.channels} channel(s); the model expects {channels}")
@@ -59,36 +61,40 @@ def _windowed(metadata: dict[str, Any], config: PreprocessConfig) -> bool:
     return config.fit == "pad" or (metadata["mode"] == "3d" and stride is not None)
 
 
-def _run_resized(samples: np.ndarray, segmenter: Segmenter, window: tuple[int, ...], order: int,
-                 batch_size: int) -> np.ndarray:
+def _run_resized(
+    samples: np.ndarray, segmenter: Segmenter, window: tuple[int, ...], order: int, batch_size: int
+) -> np.ndarray:
     """Resize each sample to the model's input, predict in batches, resize the probabilities back (linear)."""
     n_classes = int(segmenter.metadata["n_classes"])
     spatial = samples.shape[1:-1]
     out = np.zeros(samples.shape[:-1] + (n_classes,), np.float32)
     for begin in range(0, samples.shape[0], batch_size):
-        chunk = samples[begin: begin + batch_size]
+        chunk = samples[begin : begin + batch_size]
         batch = np.stack([fit_shape(sample, window, "resize", order) for sample in chunk])
         for i, prob in enumerate(segmenter.predict(batch), start=begin):
             out[i] = fit_shape(prob, spatial, "resize", LINEAR)
     return out
 
 
-def _run_windowed(samples: np.ndarray, segmenter: Segmenter, window: tuple[int, ...], fill: float,
-                  overlap: float, batch_size: int) -> np.ndarray:
+def _run_windowed(
+    samples: np.ndarray, segmenter: Segmenter, window: tuple[int, ...], fill: float, overlap: float, batch_size: int
+) -> np.ndarray:
     """Centre-pad samples smaller than the window (as training did), slide the window, crop the padding off."""
     spatial = samples.shape[1:-1]
     grown = tuple(max(n, w) for n, w in zip(spatial, window))
     if grown != spatial:
         samples = np.stack([fit_shape(sample, grown, "pad", 0, fill) for sample in samples])
-    probabilities = sliding_window(samples, window, segmenter.predict, int(segmenter.metadata["n_classes"]),
-                                   overlap, batch_size)
+    probabilities = sliding_window(
+        samples, window, segmenter.predict, int(segmenter.metadata["n_classes"]), overlap, batch_size
+    )
     if grown == spatial:
         return probabilities
     return np.stack([fit_shape(prob, spatial, "pad", 0) for prob in probabilities])
 
 
-def predict_volume(volume: Volume, segmenter: Segmenter, overlap: float = 0.5, batch_size: int = 4,
-                   probabilities: bool = False) -> Prediction:
+def predict_volume(
+    volume: Volume, segmenter: Segmenter, overlap: float = 0.5, batch_size: int = 4, probabilities: bool = False
+) -> Prediction:
     """Segment one volume with the bundle's recorded preprocessing; outputs share the input's exact geometry."""
     metadata = segmenter.metadata
     check_volume(volume, metadata)
@@ -112,7 +118,13 @@ def predict_volume(volume: Volume, segmenter: Segmenter, overlap: float = 0.5, b
     if not probabilities:
         return Prediction(label_volume, None)
     if config.spacing is not None:
-        model_probs = np.stack([resample(model_probs[..., c], config.spacing, spacing, LINEAR, shape=volume.shape)
-                                for c in range(model_probs.shape[-1])], axis=-1)
-    return Prediction(label_volume, Volume(model_probs.astype(np.float32), volume.spacing, volume.origin,
-                                           volume.direction.copy()))
+        model_probs = np.stack(
+            [
+                resample(model_probs[..., c], config.spacing, spacing, LINEAR, shape=volume.shape)
+                for c in range(model_probs.shape[-1])
+            ],
+            axis=-1,
+        )
+    return Prediction(
+        label_volume, Volume(model_probs.astype(np.float32), volume.spacing, volume.origin, volume.direction.copy())
+    )

@@ -58,11 +58,18 @@ def _box(start: Sequence[int], window: Sequence[int]) -> tuple[slice, ...]:
 
 def _chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
-        yield items[i: i + size]
+        yield items[i : i + size]
 
 
-def sliding_window(samples: np.ndarray, window: Sequence[int], run: BatchFn, n_classes: int,
-                   overlap: float = 0.5, batch_size: int = 4, gaussian: bool = True) -> np.ndarray:
+def sliding_window(
+    samples: np.ndarray,
+    window: Sequence[int],
+    run: BatchFn,
+    n_classes: int,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    gaussian: bool = True,
+) -> np.ndarray:
     """Probabilities (n, *spatial, classes) for samples (n, *spatial, channels) whose sides are >= the window.
 
     Windows of all samples are batched together; each prediction is weighted by the importance map and the

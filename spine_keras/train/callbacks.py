@@ -82,7 +82,8 @@ class EpochSummary(keras.callbacks.Callback):
             f"val_loss {logs.get('val_loss', math.nan):.4f} | IoU {logs.get('val_miou', math.nan):.4f} "
             f"(no bg {logs.get('val_miou_nobg', math.nan):.4f}) | {per_class} | "
             f"lr {logs.get('learning_rate', math.nan):.3g} | {time.perf_counter() - self.started:.1f} s"
-            f"{' | best' if self.best.improved else ''}")
+            f"{' | best' if self.best.improved else ''}"
+        )
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -94,8 +95,13 @@ def save_model(model: keras.Model, path: Path) -> None:
 class RunState(keras.callbacks.Callback):
     """After every epoch write `last.keras` and `state.json`: what `--resume` needs to go on where it stopped."""
 
-    def __init__(self, folder: Path, best: BestCheckpoint, stateful: Sequence[keras.callbacks.Callback],
-                 extra: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        best: BestCheckpoint,
+        stateful: Sequence[keras.callbacks.Callback],
+        extra: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.folder, self.best, self.stateful, self.extra = Path(folder), best, list(stateful), dict(extra or {})
         self.epochs_done = 0
@@ -108,10 +114,18 @@ class RunState(keras.callbacks.Callback):
 
     def snapshot(self) -> dict[str, Any]:
         """Best checkpoint, early-stopping / plateau counters and the extra entries (the split), JSON-able."""
-        callbacks = {type(cb).__name__: {k: _plain(getattr(cb, k)) for k in ("wait", "best", "cooldown_counter")
-                                         if hasattr(cb, k)} for cb in self.stateful}
-        return {**self.extra, "best": _plain(self.best.best), "best_epoch": self.best.best_epoch,
-                "callbacks": callbacks}
+        callbacks = {
+            type(cb).__name__: {
+                k: _plain(getattr(cb, k)) for k in ("wait", "best", "cooldown_counter") if hasattr(cb, k)
+            }
+            for cb in self.stateful
+        }
+        return {
+            **self.extra,
+            "best": _plain(self.best.best),
+            "best_epoch": self.best.best_epoch,
+            "callbacks": callbacks,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Put saved counters back (call after on_train_begin, which resets them)."""

@@ -35,9 +35,14 @@ def cell(mean: float, std: float, n: int) -> str:
 def write_fold_summary(results: Sequence[dict[str, Any]], class_names: Sequence[str], folder: Path) -> None:
     """`folds.csv` / `folds.md`: one row per fold (best-epoch IoUs), then mean and std."""
     keys = table_rows(class_names)
-    rows: list[dict[str, Any]] = [{"fold": r["split"], "best_epoch": r["best_epoch"] + 1,
-                                   **{label: float(r["metrics"].get(key, np.nan)) for label, key in keys}}
-                                  for r in results]
+    rows: list[dict[str, Any]] = [
+        {
+            "fold": r["split"],
+            "best_epoch": r["best_epoch"] + 1,
+            **{label: float(r["metrics"].get(key, np.nan)) for label, key in keys},
+        }
+        for r in results
+    ]
     stats = {label: mean_std(results, key) for label, key in keys}
     rows.append({"fold": "mean", "best_epoch": "", **{label: s[0] for label, s in stats.items()}})
     rows.append({"fold": "std", "best_epoch": "", **{label: s[1] for label, s in stats.items()}})
@@ -50,15 +55,22 @@ def write_comparison(results: dict[str, list[dict[str, Any]]], class_names: Sequ
     archs = list(results)
     keys = table_rows(class_names)
     stats = {arch: [mean_std(results[arch], key) for _, key in keys] for arch in archs}
-    csv_rows = [{"row": label, **{k: v for arch in archs for k, v in
-                                  ((arch, stats[arch][i][0]), (f"{arch}_std", stats[arch][i][1]))}}
-                for i, (label, _) in enumerate(keys)]
+    csv_rows = [
+        {
+            "row": label,
+            **{k: v for arch in archs for k, v in ((arch, stats[arch][i][0]), (f"{arch}_std", stats[arch][i][1]))},
+        }
+        for i, (label, _) in enumerate(keys)
+    ]
     write_csv(csv_rows, folder / "comparison.csv")
     n_folds = max(len(r) for r in results.values())
-    md_rows = [{"": label, **{arch: cell(*stats[arch][i], len(results[arch])) for arch in archs}}
-               for i, (label, _) in enumerate(keys)]
-    write_markdown(md_rows, folder / "comparison.md",
-                   f"Validation IoU per class and global, mean ± std over {n_folds} fold(s)")
+    md_rows = [
+        {"": label, **{arch: cell(*stats[arch][i], len(results[arch])) for arch in archs}}
+        for i, (label, _) in enumerate(keys)
+    ]
+    write_markdown(
+        md_rows, folder / "comparison.md", f"Validation IoU per class and global, mean ± std over {n_folds} fold(s)"
+    )
     _bar_chart([label for label, _ in keys], stats, folder / "comparison.png")
 
 

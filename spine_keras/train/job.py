@@ -30,8 +30,15 @@ from spine_keras.train.reports import plot_history, write_class_table
 from spine_keras.train.settings import TrainSettings
 from spine_keras.train.step import Steps
 
-OPTIMIZER_CLASSES = {"adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "sgd": "SGD", "adadelta": "Adadelta",
-                     "adagrad": "Adagrad", "nadam": "Nadam"}
+OPTIMIZER_CLASSES = {
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "sgd": "SGD",
+    "adadelta": "Adadelta",
+    "adagrad": "Adagrad",
+    "nadam": "Nadam",
+}
 
 
 @dataclass
@@ -66,35 +73,58 @@ def job_config(ctx: Context, arch: str, split: Split) -> dict[str, Any]:
     """config.json of one bundle: every setting, the preset, model and optimizer, split, strategy, cube, versions."""
     settings, arch_preset = ctx.settings, preset(arch)
     return {
-        "settings": settings.to_dict(), "arch": arch, "preset": arch_preset,
+        "settings": settings.to_dict(),
+        "arch": arch,
+        "preset": arch_preset,
         "model_config": model_config(ctx, arch),
         "optimizer": {"name": settings.optimizer or arch_preset["optimizer"], "lr": settings.lr or arch_preset["lr"]},
-        "split": split.to_dict(), "online_augment": ctx.augment.to_dict() if ctx.augment else None,
-        "strategy": {"name": settings.strategy, "kind": type(ctx.strategy).__name__,
-                     "replicas": ctx.strategy.num_replicas_in_sync,
-                     "per_replica_batch": ctx.batch, "global_batch": ctx.global_batch,
-                     "steps_per_epoch": ctx.steps_per_epoch(split),
-                     "val_steps": val_steps(len(split.val), ctx.global_batch)},
-        "precision": ctx.policy, "jit": settings.jit, "monitor": MONITOR,
-        "cube": {"path": str(ctx.cube.path.resolve()), "attrs": ctx.cube.attrs}, "versions": versions(),
+        "split": split.to_dict(),
+        "online_augment": ctx.augment.to_dict() if ctx.augment else None,
+        "strategy": {
+            "name": settings.strategy,
+            "kind": type(ctx.strategy).__name__,
+            "replicas": ctx.strategy.num_replicas_in_sync,
+            "per_replica_batch": ctx.batch,
+            "global_batch": ctx.global_batch,
+            "steps_per_epoch": ctx.steps_per_epoch(split),
+            "val_steps": val_steps(len(split.val), ctx.global_batch),
+        },
+        "precision": ctx.policy,
+        "jit": settings.jit,
+        "monitor": MONITOR,
+        "cube": {"path": str(ctx.cube.path.resolve()), "attrs": ctx.cube.attrs},
+        "versions": versions(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
 
 def model_config(ctx: Context, arch: str) -> dict[str, Any]:
     """The build_model keyword arguments of `arch` (build_model(**model_config) rebuilds it)."""
-    return {"arch": arch, "input_shape": list(ctx.cube.input_shape), "n_classes": ctx.cube.n_classes,
-            **ctx.settings.model_overrides(preset(arch))}
+    return {
+        "arch": arch,
+        "input_shape": list(ctx.cube.input_shape),
+        "n_classes": ctx.cube.n_classes,
+        **ctx.settings.model_overrides(preset(arch)),
+    }
 
 
 def _metadata(ctx: Context, arch: str, metrics: dict[str, Any]) -> dict[str, Any]:
     """Bundle metadata (spine_keras.json) that export and prediction read."""
     attrs = ctx.cube.attrs
-    return make_metadata(arch=arch, mode=ctx.cube.mode, input_shape=list(ctx.cube.input_shape),
-                         class_names=ctx.cube.class_names, preprocess=attrs.get("preprocess"),
-                         axis=(attrs.get("sampling") or {}).get("axis"), label_map=attrs.get("label_map"),
-                         model_config=model_config(ctx, arch), preset=preset(arch), cube=attrs, metrics=metrics,
-                         sampling=attrs.get("sampling"))
+    return make_metadata(
+        arch=arch,
+        mode=ctx.cube.mode,
+        input_shape=list(ctx.cube.input_shape),
+        class_names=ctx.cube.class_names,
+        preprocess=attrs.get("preprocess"),
+        axis=(attrs.get("sampling") or {}).get("axis"),
+        label_map=attrs.get("label_map"),
+        model_config=model_config(ctx, arch),
+        preset=preset(arch),
+        cube=attrs,
+        metrics=metrics,
+        sampling=attrs.get("sampling"),
+    )
 
 
 def _build(ctx: Context, arch: str, folder: Path, state: dict[str, Any] | None) -> keras.Model:
@@ -126,9 +156,25 @@ def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder:
     steps = Steps(ctx.strategy, model, loss, ctx.global_batch, ctx.cube.n_classes, settings.jit)
     reader = CubeReader(ctx.cube.path, ctx.augment, settings.seed)
     n_steps, initial_epoch = ctx.steps_per_epoch(split), int(state["epoch"]) if state else 0
-    train_iter = iter(ctx.strategy.distribute_datasets_from_function(lambda c: train_dataset(
-        reader, split.train, ctx.batch, ctx.global_batch, n_steps, settings.seed, (initial_epoch, settings.epochs), c)))
-    val_iter = iter(ctx.strategy.distribute_datasets_from_function(lambda c: val_dataset(reader, split.val, ctx.batch, ctx.global_batch, c)))
+    train_iter = iter(
+        ctx.strategy.distribute_datasets_from_function(
+            lambda c: train_dataset(
+                reader,
+                split.train,
+                ctx.batch,
+                ctx.global_batch,
+                n_steps,
+                settings.seed,
+                (initial_epoch, settings.epochs),
+                c,
+            )
+        )
+    )
+    val_iter = iter(
+        ctx.strategy.distribute_datasets_from_function(
+            lambda c: val_dataset(reader, split.val, ctx.batch, ctx.global_batch, c)
+        )
+    )
     validation = ValidationIoU(make_evaluator(steps, val_iter, val_steps(len(split.val), ctx.global_batch)), names)
     title = f"{arch} {split.name}: validation IoU and Dice at the best epoch"
 
@@ -141,23 +187,53 @@ def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder:
     run_state = RunState(write_folder, best, stateful, {"split": split.to_dict()})
     verbose = settings.verbose if ctx.chief else 0
     callbacks = [keras.callbacks.ProgbarLogger()] if verbose else []
-    callbacks += [validation, best, EpochSummary(names, best, print if verbose else lambda _: None),
-                  keras.callbacks.CSVLogger(str(write_folder / "history.csv"), append=True),
-                  keras.callbacks.TensorBoard(str(write_folder / "logs"), write_graph=False),
-                  *stateful, keras.callbacks.TerminateOnNaN(), run_state]
-    callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, model=model, epochs=settings.epochs,
-                                                 steps=n_steps, verbose=verbose)
+    callbacks += [
+        validation,
+        best,
+        EpochSummary(names, best, print if verbose else lambda _: None),
+        keras.callbacks.CSVLogger(str(write_folder / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(write_folder / "logs"), write_graph=False),
+        *stateful,
+        keras.callbacks.TerminateOnNaN(),
+        run_state,
+    ]
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, add_history=True, model=model, epochs=settings.epochs, steps=n_steps, verbose=verbose
+    )
     if verbose:
-        print(f"training {arch} on {split.name}: {len(split.train)} samples ({len(split.train_cases)} cases), "
-              f"validating on {len(split.val)} originals ({len(split.val_cases)} cases); "
-              f"{ctx.strategy.num_replicas_in_sync} replica(s) x batch {ctx.batch}, {n_steps} steps/epoch")
-    fit(model, steps, train_iter, settings.epochs, initial_epoch, n_steps, callback_list,
-        on_begin=lambda: run_state.restore(state) if state else None)
-    result = {"arch": arch, "split": split.name, "folder": str(folder), "best_epoch": best.best_epoch,
-              "metrics": read_metadata(write_folder)["metrics"]}
+        print(
+            f"training {arch} on {split.name}: {len(split.train)} samples ({len(split.train_cases)} cases), "
+            f"validating on {len(split.val)} originals ({len(split.val_cases)} cases); "
+            f"{ctx.strategy.num_replicas_in_sync} replica(s) x batch {ctx.batch}, {n_steps} steps/epoch"
+        )
+    fit(
+        model,
+        steps,
+        train_iter,
+        settings.epochs,
+        initial_epoch,
+        n_steps,
+        callback_list,
+        on_begin=lambda: run_state.restore(state) if state else None,
+    )
+    result = {
+        "arch": arch,
+        "split": split.name,
+        "folder": str(folder),
+        "best_epoch": best.best_epoch,
+        "metrics": read_metadata(write_folder)["metrics"],
+    }
     done = run_state.epochs_done or initial_epoch
-    write_json({**run_state.snapshot(), "epoch": done, "completed": True, "stopped_early": done < settings.epochs,
-                "result": result}, write_folder / STATE_NAME)
+    write_json(
+        {
+            **run_state.snapshot(),
+            "epoch": done,
+            "completed": True,
+            "stopped_early": done < settings.epochs,
+            "result": result,
+        },
+        write_folder / STATE_NAME,
+    )
     plot_history(write_folder / "history.csv", names, write_folder)
     return result
 
@@ -166,12 +242,23 @@ def _stateful_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callbac
     """Early stopping and learning-rate reduction on a `val_miou_nobg` plateau (0 patience = off)."""
     found: list[keras.callbacks.Callback] = []
     if settings.patience:
-        found.append(keras.callbacks.EarlyStopping(MONITOR, min_delta=settings.min_delta, patience=settings.patience,
-                                                   mode="max", verbose=settings.verbose))
+        found.append(
+            keras.callbacks.EarlyStopping(
+                MONITOR, min_delta=settings.min_delta, patience=settings.patience, mode="max", verbose=settings.verbose
+            )
+        )
     if settings.lr_patience:
-        found.append(keras.callbacks.ReduceLROnPlateau(MONITOR, factor=settings.lr_factor, mode="max",
-                                                       patience=settings.lr_patience, min_lr=settings.min_lr,
-                                                       min_delta=settings.min_delta, verbose=settings.verbose))
+        found.append(
+            keras.callbacks.ReduceLROnPlateau(
+                MONITOR,
+                factor=settings.lr_factor,
+                mode="max",
+                patience=settings.lr_patience,
+                min_lr=settings.min_lr,
+                min_delta=settings.min_delta,
+                verbose=settings.verbose,
+            )
+        )
     return found
 
 

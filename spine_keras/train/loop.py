@@ -26,8 +26,16 @@ def make_evaluator(steps: Steps, iterator: Any, n_steps: int) -> Callable[[], tu
     return evaluate
 
 
-def fit(model: keras.Model, steps: Steps, iterator: Any, epochs: int, initial_epoch: int, steps_per_epoch: int,
-        callbacks: keras.callbacks.CallbackList, on_begin: Callable[[], None] = lambda: None) -> dict[str, Any]:
+def fit(
+    model: keras.Model,
+    steps: Steps,
+    iterator: Any,
+    epochs: int,
+    initial_epoch: int,
+    steps_per_epoch: int,
+    callbacks: keras.callbacks.CallbackList,
+    on_begin: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
     """Train epochs [initial_epoch, epochs) of `steps_per_epoch` global steps; returns the last epoch's logs."""
     model.stop_training = False
     callbacks.on_train_begin()
@@ -42,8 +50,10 @@ def fit(model: keras.Model, steps: Steps, iterator: Any, epochs: int, initial_ep
             callbacks.on_train_batch_end(step, {"loss": total / (step + 1)})
             if model.stop_training:  # TerminateOnNaN
                 break
-        logs = {"loss": total / (step + 1),
-                "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))}
+        logs = {
+            "loss": total / (step + 1),
+            "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+        }
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

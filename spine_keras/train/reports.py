@@ -48,8 +48,10 @@ def read_history(path: Path) -> dict[str, np.ndarray]:
     """history.csv as columns of floats."""
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    return {key: np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows])
-            for key in (rows[0] if rows else {})}
+    return {
+        key: np.array([float(r[key]) if r[key] not in ("", None) else np.nan for r in rows])
+        for key in (rows[0] if rows else {})
+    }
 
 
 def plot_history(history_csv: Path, class_names: Sequence[str], folder: Path) -> None:
@@ -62,9 +64,11 @@ def plot_history(history_csv: Path, class_names: Sequence[str], folder: Path) ->
     if "epoch" not in history:
         return
     epochs = history["epoch"] + 1
-    curves = {"loss.png": [("loss", "training"), ("val_loss", "validation")],
-              "iou.png": [("val_miou", "mean IoU"), ("val_miou_nobg", "mean IoU without background")]
-              + [(f"val_iou_{metric_key(n)}", n) for n in class_names]}
+    curves = {
+        "loss.png": [("loss", "training"), ("val_loss", "validation")],
+        "iou.png": [("val_miou", "mean IoU"), ("val_miou_nobg", "mean IoU without background")]
+        + [(f"val_iou_{metric_key(n)}", n) for n in class_names],
+    }
     for name, series in curves.items():
         figure, axes = plt.subplots(figsize=(7, 4))
         for key, label in series:

@@ -79,8 +79,10 @@ def _check_batch(global_batch: int, splits: list[Split], what: str) -> None:
     """UserError when a split has fewer training samples than one global batch."""
     for split in splits:
         if len(split.train) < global_batch:
-            raise UserError(f"{what} {global_batch} is larger than the {len(split.train)} training samples of "
-                            f"{split.name}; lower --batch-size or use a larger cube")
+            raise UserError(
+                f"{what} {global_batch} is larger than the {len(split.train)} training samples of "
+                f"{split.name}; lower --batch-size or use a larger cube"
+            )
 
 
 def train(settings: TrainSettings, resume: bool = False) -> RunResult:
@@ -92,21 +94,31 @@ def train(settings: TrainSettings, resume: bool = False) -> RunResult:
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out '{run_dir}' is a file; give a folder for the run")
     if chief and not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"run folder '{run_dir}' already exists; continue it with --resume {run_dir} "
-                        "or choose another --out")
+        raise UserError(
+            f"run folder '{run_dir}' already exists; continue it with --resume {run_dir} or choose another --out"
+        )
     strategy = make_strategy(settings.strategy)
     batch = settings.batch_for(cube.mode)
-    _check_batch(batch * strategy.num_replicas_in_sync, splits,
-                 f"the global batch ({strategy.num_replicas_in_sync} replicas x {batch}) =")
+    _check_batch(
+        batch * strategy.num_replicas_in_sync,
+        splits,
+        f"the global batch ({strategy.num_replicas_in_sync} replicas x {batch}) =",
+    )
     write_root = run_dir if chief else Path(tempfile.mkdtemp(prefix="spine_keras_worker_"))
     ctx = Context(settings, cube, strategy, batch, chief, resume, augment, precision_policy(settings.mixed_precision))
     outcome = RunResult(run_dir)
     try:
         write_root.mkdir(parents=True, exist_ok=True)
         if len(settings.arch) > 1 or len(splits) > 1:
-            write_json({"settings": settings.to_dict(), "splits": [s.to_dict() for s in splits],
-                        "cube": {"path": str(cube.path.resolve()), "attrs": cube.attrs}, "versions": versions()},
-                       write_root / "config.json")
+            write_json(
+                {
+                    "settings": settings.to_dict(),
+                    "splits": [s.to_dict() for s in splits],
+                    "cube": {"path": str(cube.path.resolve()), "attrs": cube.attrs},
+                    "versions": versions(),
+                },
+                write_root / "config.json",
+            )
         with dtype_policy(ctx.policy):
             for arch in settings.arch:
                 for split in splits:
@@ -114,8 +126,9 @@ def train(settings: TrainSettings, resume: bool = False) -> RunResult:
                     target = write_root / folder.relative_to(run_dir)
                     outcome.results.setdefault(arch, []).append(train_job(ctx, arch, split, folder, target))
                 if len(splits) > 1:
-                    write_fold_summary(outcome.results[arch], cube.class_names,
-                                       write_root / (arch if len(settings.arch) > 1 else ""))
+                    write_fold_summary(
+                        outcome.results[arch], cube.class_names, write_root / (arch if len(settings.arch) > 1 else "")
+                    )
         if len(settings.arch) > 1:
             write_comparison(outcome.results, cube.class_names, write_root)
     finally:

@@ -72,14 +72,20 @@ class TrainSettings:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
-        checks = [("loss", self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
-                  ("strategy", self.strategy in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
-                  ("optimizer", self.optimizer is None or self.optimizer.lower() in OPTIMIZERS,
-                   f"one of {', '.join(OPTIMIZERS)}"),
-                  ("lr", self.lr is None or self.lr > 0, "> 0"),
-                  ("fold", self.fold == "all" or self.fold.isdigit(), "a fold index or 'all'"),
-                  ("lr_factor", 0 < self.lr_factor < 1, "in (0, 1)"),
-                  ("patience", self.patience >= 0, ">= 0"), ("lr_patience", self.lr_patience >= 0, ">= 0")]
+        checks = [
+            ("loss", self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
+            ("strategy", self.strategy in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
+            (
+                "optimizer",
+                self.optimizer is None or self.optimizer.lower() in OPTIMIZERS,
+                f"one of {', '.join(OPTIMIZERS)}",
+            ),
+            ("lr", self.lr is None or self.lr > 0, "> 0"),
+            ("fold", self.fold == "all" or self.fold.isdigit(), "a fold index or 'all'"),
+            ("lr_factor", 0 < self.lr_factor < 1, "in (0, 1)"),
+            ("patience", self.patience >= 0, ">= 0"),
+            ("lr_patience", self.lr_patience >= 0, ">= 0"),
+        ]
         for name, ok, expected in checks:
             if not ok:
                 raise UserError(f"{name} must be {expected}, got {getattr(self, name)!r}")
@@ -102,10 +108,13 @@ class TrainSettings:
 
     def model_overrides(self, preset: dict[str, Any]) -> dict[str, Any]:
         """build_model keyword overrides: the preset's filters/activation unless set, plus the other options."""
-        overrides: dict[str, Any] = {"filters": self.filters or preset["filters"],
-                                     "activation": self.activation or preset["activation"],
-                                     "normalization": self.normalization, "dropout": self.dropout,
-                                     "upsampling": self.upsampling}
+        overrides: dict[str, Any] = {
+            "filters": self.filters or preset["filters"],
+            "activation": self.activation or preset["activation"],
+            "normalization": self.normalization,
+            "dropout": self.dropout,
+            "upsampling": self.upsampling,
+        }
         if self.depth is not None:
             overrides["depth"] = self.depth
         if self.deep_supervision is not None:

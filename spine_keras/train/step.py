@@ -32,8 +32,15 @@ def _as_list(outputs: Any) -> list:
 class Steps:
     """Compiled train/eval steps of one model under one strategy."""
 
-    def __init__(self, strategy: tf.distribute.Strategy, model: keras.Model, loss: Callable[[Any, Any], Any],
-                 global_batch: int, n_classes: int, jit: bool = False):
+    def __init__(
+        self,
+        strategy: tf.distribute.Strategy,
+        model: keras.Model,
+        loss: Callable[[Any, Any], Any],
+        global_batch: int,
+        n_classes: int,
+        jit: bool = False,
+    ):
         self.strategy, self.model, self.loss = strategy, model, loss
         self.global_batch, self.n_classes = global_batch, n_classes
         with strategy.scope():  # create optimizer slots now: a compiled (XLA) step cannot create variables
@@ -64,8 +71,9 @@ class Steps:
         per_replica = self.strategy.run(self._replica_train, args=next(iterator))
         return self.strategy.reduce(SUM, per_replica, axis=None)
 
-    def _replica_evaluate(self, images: tf.Tensor, labels: tf.Tensor,
-                          weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _replica_evaluate(
+        self, images: tf.Tensor, labels: tf.Tensor, weights: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Confusion matrix of the main output, summed loss and sample count of weighted (real) samples."""
         outputs = _as_list(self.model(images, training=False))
         predicted = tf.argmax(outputs[0], axis=-1, output_type=tf.int32)

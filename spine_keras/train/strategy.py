@@ -27,9 +27,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         raise UserError(f"--strategy {name!r} is not one of {', '.join(STRATEGIES)}")
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
-            raise UserError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker's task, "
-                            'e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                            '"task": {"type": "worker", "index": 0}}')
+            raise UserError(
+                "--strategy multiworker needs TF_CONFIG describing the cluster and this worker's task, "
+                'e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                '"task": {"type": "worker", "index": 0}}'
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
