@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# One command, fresh machine: install spine_keras, then run the whole day on the built-in phantom:
+# One command, fresh machine: install spine_keras (Python packages only), then run the whole day on the built-in
 # phantom -> cube -> check -> train (uamd, 2D) -> export (SavedModel) -> predict a held-out exam, with Dice/IoU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python -m pip install -q --disable-pip-version-check -r requirements.txt
 python -m pip install -q --disable-pip-version-check --no-deps -e .
-command -v dot >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || true
 
 OUT=${DEMO_OUT:-demo}
 EPOCHS=${DEMO_EPOCHS:-6}

@@ -17,10 +17,11 @@ from spine_keras.bundle import (
     METADATA_NAME,
     RUN_MODEL_FILES,
     SAVED_MODEL_DIR,
+    ExportInfo,
+    ModelBundle,
     load_keras_model,
-    outputs_logits,
-    read_metadata,
-    write_metadata,
+    probability_function,
+    read_bundle,
 )
 from spine_keras.errors import UserError
 
@@ -36,59 +37,38 @@ def side_multiple(model) -> int:
     return 2 ** sum(isinstance(layer, pooling) and max(layer.strides) == 2 for layer in model.layers)
 
 
-def serving_function(model, spec, logits: bool):
-    """A traced tf.function: float32 batch -> {'probabilities': softmax scores, 'labels': int32 argmax}."""
-    import tensorflow as tf
-
-    @tf.function(input_signature=[spec])
-    def serve(image):
-        scores = model(image, training=False)
-        probabilities = tf.nn.softmax(scores, axis=-1) if logits else scores
-        return {"probabilities": probabilities, "labels": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
-
-    serve.get_concrete_function()
-    return serve
-
-
-def _serve_for(model, metadata: dict[str, Any]) -> tuple[Any, list[int | None]]:
+def _serve_for(model, bundle: ModelBundle) -> tuple[Any, list[int | None]]:
     """The serving function with flexible batch (and, for 2D models whose layers allow it, flexible sides)."""
     import tensorflow as tf
 
-    input_shape = [int(s) for s in metadata["input_shape"]]
-    logits = outputs_logits(metadata)
-    if metadata["mode"] == "2d":
-        flexible = [None, None, None, input_shape[-1]]
+    if bundle.mode == "2d":
+        flexible = [None, None, None, bundle.channels]
         try:
-            return serving_function(model, tf.TensorSpec(flexible, tf.float32, name="image"), logits), flexible
+            spec = tf.TensorSpec(flexible, tf.float32, name="image")
+            return probability_function(model, spec, bundle.logits), flexible
         except (TypeError, ValueError):  # a layer needs static sides (e.g. shape arithmetic on x.shape)
             pass
-    fixed = [None, *input_shape]
-    return serving_function(model, tf.TensorSpec(fixed, tf.float32, name="image"), logits), fixed
+    fixed = [None, *bundle.input_shape]
+    return probability_function(model, tf.TensorSpec(fixed, tf.float32, name="image"), bundle.logits), fixed
 
 
-def export_saved_model(model, metadata: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Write `model` as a SavedModel with the `serve` endpoint; returns the 'export' metadata entry."""
+def export_saved_model(model, bundle: ModelBundle, path: Path) -> ExportInfo:
+    """Write `model` as a SavedModel with the `serve` endpoint; returns what the export holds."""
     import keras
 
-    serve, shape = _serve_for(model, metadata)
+    serve, shape = _serve_for(model, bundle)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SIGNATURE, serve)
     archive.write_out(str(path), verbose=False)
-    spatial = shape[1:-1]
-    return {
-        "saved_model": SAVED_MODEL_DIR,
-        "keras": EXPORT_KERAS_NAME,
-        "signature": SIGNATURE,
-        "input": {"name": "image", "dtype": "float32", "shape": shape},
-        "outputs": {
-            "probabilities": "float32 (batch, *spatial, n_classes), softmax",
-            "labels": "int32 (batch, *spatial), argmax class id",
-        },
-        "flexible_sides": all(s is None for s in spatial),
-        "side_multiple": side_multiple(model),
-        "deep_supervision_heads": "dropped; only the main 'seg' output is exported",
-    }
+    return ExportInfo(
+        saved_model=SAVED_MODEL_DIR,
+        keras=EXPORT_KERAS_NAME,
+        signature=SIGNATURE,
+        input_shape=tuple(shape),
+        flexible_sides=all(s is None for s in shape[1:-1]),
+        side_multiple=side_multiple(model),
+    )
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:
@@ -104,18 +84,17 @@ def _replace_dir(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def export_model(keras_path: Path, metadata: dict[str, Any], out_dir: Path) -> Path:
+def export_model(keras_path: Path, bundle: ModelBundle, out_dir: Path) -> Path:
     """Export one `.keras` model with its metadata into `out_dir`, atomically (built beside it, then renamed)."""
     model = load_keras_model(keras_path)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        info = export_saved_model(model, metadata, tmp / SAVED_MODEL_DIR)
-        exported = {**metadata, "export": info}
+        exported = bundle.replace(export=export_saved_model(model, bundle, tmp / SAVED_MODEL_DIR))
         model.save(str(tmp / EXPORT_KERAS_NAME))
-        write_metadata(exported, tmp)
-        write_metadata(exported, tmp / SAVED_MODEL_DIR / "assets")
+        exported.write(tmp)
+        exported.write(tmp / SAVED_MODEL_DIR / "assets")
         _replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,10 +113,10 @@ def export_bundle(run_dir: Path | str, out_dir: Path | str | None = None) -> Pat
         raise UserError(f"run folder '{run_dir}' not found")
     model_file = _model_file(run_dir)
     if model_file is not None:
-        return export_model(model_file, read_metadata(run_dir), out)
+        return export_model(model_file, read_bundle(run_dir), out)
     folds = sorted(p for p in run_dir.glob("fold_*") if p.is_dir() and _model_file(p) is not None)
     if not folds:
         raise UserError(f"no model in '{run_dir}': expected {' or '.join(RUN_MODEL_FILES)} (or fold_* folders)")
     for fold in folds:
-        export_model(_model_file(fold), read_metadata(fold), out / fold.name)
+        export_model(_model_file(fold), read_bundle(fold), out / fold.name)
     return out

@@ -74,42 +74,64 @@ def case_id_from_path(path: Path) -> str:
 
 
 def parse_list(list_path: Path | str, require_label: bool = True) -> list[ListEntry]:
-    """Parse an `image,label` list: fields trimmed, blanks and `#` comments skipped, paths relative to the list."""
+    """Parse an `image,label` list: fields trimmed, blanks and `#` comments skipped, paths relative to the list.
+
+    A case id repeated by a later line gets that line's number (`VB2_02_line7`), so every entry stays addressable.
+    """
     list_path = Path(list_path)
-    if not list_path.is_file():
-        raise UserError(f"list file '{list_path}' not found; give a text file with one 'image,label' pair a line")
-    try:
-        text = list_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read list file '{list_path}' as text ({exc})") from exc
+    text = _read_list_text(list_path)
     base = list_path.resolve().parent
     entries: list[ListEntry] = []
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
         where = f"{list_path} line {number}"
-        fields = [f.strip() for f in line.split(",")]
-        expected = "'image,label'" if require_label else "'image' or 'image,label'"
-        if len(fields) > 2 or (require_label and len(fields) != 2) or any(not f for f in fields):
-            raise UserError(f"{where}: malformed line '{raw.strip()}'; expected {expected}")
-        paths = [Path(os.path.normpath(f if Path(f).is_absolute() else base / f)) for f in fields]
-        for path in paths:
-            if suffix_of(path) not in SUPPORTED_SUFFIXES:
-                raise UserError(
-                    f"{where}: unsupported file type '{path.name}'; use one of {', '.join(SUPPORTED_SUFFIXES)}"
-                )
-        case_id = case_id_from_path(paths[0])
-        if case_id in seen:
-            seen[case_id] += 1
-            case_id = f"{case_id}_line{number}"
-        else:
-            seen[case_id] = 1
+        fields = _list_fields(raw, where, require_label)
+        if not fields:
+            continue
+        paths = [_resolve_list_path(field, base, where) for field in fields]
+        case_id = _unique_case_id(case_id_from_path(paths[0]), number, seen)
         entries.append(ListEntry(where, paths[0], paths[1] if len(paths) == 2 else None, case_id))
     if not entries:
         raise UserError(f"list file '{list_path}' has no 'image,label' lines")
     return entries
+
+
+def _read_list_text(list_path: Path) -> str:
+    """The list file's text; UserError when it is missing or not UTF-8 text."""
+    if not list_path.is_file():
+        raise UserError(f"list file '{list_path}' not found; give a text file with one 'image,label' pair a line")
+    try:
+        return list_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read list file '{list_path}' as text ({exc})") from exc
+
+
+def _list_fields(raw: str, where: str, require_label: bool) -> list[str]:
+    """The trimmed fields of one list line (empty for a blank or comment line); UserError when malformed."""
+    line = raw.split("#", 1)[0].strip()
+    if not line:
+        return []
+    fields = [f.strip() for f in line.split(",")]
+    if len(fields) > 2 or (require_label and len(fields) != 2) or any(not f for f in fields):
+        expected = "'image,label'" if require_label else "'image' or 'image,label'"
+        raise UserError(f"{where}: malformed line '{raw.strip()}'; expected {expected}")
+    return fields
+
+
+def _resolve_list_path(field: str, base: Path, where: str) -> Path:
+    """A list field as a normalized path, relative ones against the list's folder; UserError for unknown types."""
+    path = Path(os.path.normpath(field if Path(field).is_absolute() else base / field))
+    if suffix_of(path) not in SUPPORTED_SUFFIXES:
+        raise UserError(f"{where}: unsupported file type '{path.name}'; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    return path
+
+
+def _unique_case_id(case_id: str, number: int, seen: set[str]) -> str:
+    """`case_id`, or `<case_id>_line<number>` when an earlier line already used it; records the first use."""
+    if case_id in seen:
+        return f"{case_id}_line{number}"
+    seen.add(case_id)
+    return case_id
 
 
 def _read_nrrd(path: Path) -> Volume:

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 from keras import ops
 
-LOSSES = ("dice", "ce", "ce+dice")
+from spine_keras.choices import LOSSES
 
 
 def _one_hot(y_true: Any, y_pred: Any) -> Any:

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from spine_keras.choices import FITS, INTENSITY_NORMALIZATIONS, INTERPOLATIONS
 from spine_keras.errors import CaseError, UserError
 
-NORMALIZATIONS = ("zscore", "percentile", "minmax")
-INTERPOLATIONS = {"linear": 1, "cubic": 3}
-FITS = ("resize", "pad")
+NORMALIZATIONS = INTENSITY_NORMALIZATIONS
 _RULE = re.compile(r"^\s*(\*|\d+)(?:\s*-\s*(\d+))?\s*:\s*(\d+)\s*$")
 
 

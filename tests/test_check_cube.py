@@ -81,3 +81,25 @@ def test_montage_from_built_cube(pair_list, tmp_path: Path, capsys) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
     out = capsys.readouterr().out
     assert "OK" in out and "48 augmented" in out
+
+
+def test_montage_colours_each_class_by_its_fixed_colour_and_names_the_classes(tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.colors import to_rgb
+
+    from spine_keras import outputs
+    from spine_keras.cube.check import montage
+
+    drawn = []
+    monkeypatch.setattr(outputs, "save_figure", lambda figure, path, dpi=100: drawn.append(figure) or Path(path))
+    cube = small_cube(tmp_path / "c.h5", n_classes=4, class_names=["background", "vertebra", "disc", "canal"])
+    montage(cube, tmp_path / "m.png", rows=3)  # all three originals; sample 0 (row 0, column 0) holds class 2
+    (figure,) = drawn
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["vertebra", "disc", "canal"]
+    assert "c.h5" in figure.texts[0].get_text()  # the title names the cube
+    overlays = [ax.images[1].get_array() for ax in figure.axes if ax.images]
+    assert len(overlays) == 3  # one per original (no augmented copy shares an original's position here)
+    vertebra, disc = to_rgb("#e6194b"), to_rgb("#3cb44b")  # classes 1 and 2, whatever the class count
+    for overlay in overlays:
+        np.testing.assert_allclose(overlay[5, 5], [*vertebra, 0.45])
+        assert overlay[12, 12, 3] == 0  # background stays transparent
+    np.testing.assert_allclose(overlays[0][0, 0], [*disc, 0.45])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from spine_keras.cli.make_cube import main as make_cube
 from spine_keras.cube import read_attrs
@@ -18,8 +18,9 @@ def build(list_path: Path, out: Path, *flags: str) -> Path:
 
 
 def test_2d_cube_layout_and_attributes(pair_list, tmp_path: Path) -> None:
+    list_path = pair_list(3)
     cube = build(
-        pair_list(3),
+        list_path,
         tmp_path / "c.h5",
         "--shape",
         "32,32",
@@ -52,9 +53,22 @@ def test_2d_cube_layout_and_attributes(pair_list, tmp_path: Path) -> None:
     assert attrs["sampling"]["shape"] == [32, 32] and attrs["sampling"]["axis"] == 2
     assert attrs["source_list"].endswith("list.txt") and attrs["spine_keras_version"]
     assert attrs["skipped"] == []
-    assert json.dumps(attrs["config"])
+    config = attrs["config"]  # the settings given, so that the cube can be rebuilt exactly
+    given = {
+        "list_path": str(list_path),
+        "output": str(cube),
+        "label_map": "1:1,2:2",
+        "class_names": ["background", "vertebra", "disc"],
+        "copies": 1,
+        "seed": 7,
+        "workers": 1,
+    }
+    assert {key: config[key] for key in given} == given
+    assert config["sampling"]["mode"] == "2d" and config["sampling"]["shape"] == [32, 32]
+    assert config["preprocess"]["normalization"] == "zscore"  # the default, recorded too
 
 
+@pytest.mark.slow  # two worker processes
 def test_same_seed_same_cube_any_worker_count(pair_list, tmp_path: Path) -> None:
     lst = pair_list(3)
     flags = ("--shape", "32,32", "--augment", "2", "--seed", "3")
@@ -114,6 +128,7 @@ def test_resample_and_roi_crop(pair_list, tmp_path: Path) -> None:
         assert f["labels"].shape[0] == 8
 
 
+@pytest.mark.realdata
 def test_real_mri_2d_and_3d(shared_mri: Path, tmp_path: Path) -> None:
     good = [line for line in (shared_mri / "lists" / "vb2.txt").read_text().splitlines() if "VB2_0" in line][2:4]
     lst = tmp_path / "vb2_two.txt"

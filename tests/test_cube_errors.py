@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_pair
 
 from spine_keras.cli.make_cube import main as make_cube
 from spine_keras.cube import read_attrs
 from spine_keras.io import Volume, write_volume
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(list_path: Path, out: Path, *flags: str) -> int:
@@ -37,14 +38,14 @@ def write_list(folder: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_missing_file(tmp_path: Path, capsys) -> None:
+def test_missing_file(make_pair, tmp_path: Path, capsys) -> None:
     image, _ = make_pair(tmp_path, "a")
     lst = write_list(tmp_path, [f"{image.name},nothere_label.nrrd"])
     assert run(lst, tmp_path / "c.h5") == 2
     assert_clean_failure(capsys, tmp_path / "c.h5", "list.txt line 1", "nothere_label.nrrd", "not found")
 
 
-def test_corrupt_volume(tmp_path: Path, capsys) -> None:
+def test_corrupt_volume(make_pair, tmp_path: Path, capsys) -> None:
     image, label = make_pair(tmp_path, "a")
     label.write_bytes(label.read_bytes()[:200])
     lst = write_list(tmp_path, [f"{image.name},{label.name}"])
@@ -61,7 +62,7 @@ def test_unsupported_extension_and_malformed_and_empty(tmp_path: Path, capsys) -
     assert_clean_failure(capsys, tmp_path / "c.h5", "no 'image,label' lines")
 
 
-def test_shape_and_spacing_mismatch(tmp_path: Path, capsys) -> None:
+def test_shape_and_spacing_mismatch(make_pair, tmp_path: Path, capsys) -> None:
     image, _ = make_pair(tmp_path, "a", shape=(40, 32, 12))
     _, label = make_pair(tmp_path, "b", shape=(40, 32, 13))
     assert run(write_list(tmp_path, [f"{image.name},{label.name}"]), tmp_path / "c.h5") == 2
@@ -71,7 +72,7 @@ def test_shape_and_spacing_mismatch(tmp_path: Path, capsys) -> None:
     assert_clean_failure(capsys, tmp_path / "c.h5", "spacing")
 
 
-def test_label_values(tmp_path: Path, capsys) -> None:
+def test_label_values(make_pair, tmp_path: Path, capsys) -> None:
     image, label = make_pair(tmp_path, "a", label_ids=(1, 9))
     lst = write_list(tmp_path, [f"{image.name},{label.name}"])
     assert run(lst, tmp_path / "c.h5", "--label-map", "1-7:1") == 2
@@ -111,6 +112,7 @@ def test_existing_cube_needs_force(pair_list, tmp_path: Path, capsys) -> None:
     assert read_attrs(out)["mode"] == "2d"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_build_leaves_nothing(pair_list, tmp_path: Path, sig: int) -> None:
     lst = pair_list(1, shape=(40, 32, 12))

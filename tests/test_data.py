@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
-from training_cubes import make_training_cube
 
 from spine_keras.augment import AugmentConfig
 from spine_keras.data import (
@@ -25,7 +24,7 @@ from spine_keras.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def cube_path(tmp_path_factory):
+def cube_path(tmp_path_factory, make_training_cube):
     # 5 cases of 2 originals each, plus one augmented copy of every original: 20 samples
     path = tmp_path_factory.mktemp("data") / "cube.h5"
     return make_training_cube(path, (16, 16), cases=5, per_case=2, copies=1)

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_predict import constant_model, write_bundle
 
 from spine_keras.cli.export import main
 from spine_keras.export import export_bundle
@@ -21,7 +20,7 @@ from spine_keras.predict import load_segmenter
 UD = {"filters": 4, "depth": 2}
 REPO = Path(__file__).resolve().parents[1]
 SNIPPET_MARK = "<!-- snippet: tf-only -->"
-SNIPPET_DOCS = (REPO / "README.md",)
+SNIPPET_DOCS = (REPO / "README.md", REPO / "docs" / "export-and-prediction.md")
 # Runs before the snippet in the fresh process: any import of spine_keras fails there.
 BLOCKER = """import sys
 class _NoSpineKeras:
@@ -59,7 +58,7 @@ def readme_snippet() -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(write_bundle, tmp_path_factory):
     """A deep-supervised 2D U-Net run, exported; returns (export folder, Keras model)."""
     model = build_model("ud", (32, 32, 1), 3, **UD)
     assert len(model.outputs) == 2  # seg + aux_1
@@ -84,12 +83,13 @@ def test_export_layout_and_metadata(exported):
     assert beside == inside
     assert (out / "model.keras").is_file() and (out / "saved_model" / "saved_model.pb").is_file()
     assert beside["class_names"] == ["background", "vertebra", "disc"] and beside["input_shape"] == [32, 32, 1]
-    for key in ("label_map", "axis", "preprocess", "sampling", "arch", "preset", "cube", "metrics", "versions"):
+    for key in ("label_map", "axis", "preprocess", "sampling", "arch", "preset", "provenance", "metrics", "versions"):
         assert key in beside
-    assert beside["export"]["input"]["shape"] == [None, None, None, 1]
+    assert beside["export"]["input_shape"] == [None, None, None, 1]
     assert beside["export"]["flexible_sides"] is True and beside["export"]["side_multiple"] == 4
 
 
+@pytest.mark.slow
 def test_readme_snippet_runs_with_tensorflow_alone(exported, tmp_path):
     out, model = exported
     rng = np.random.default_rng(0)
@@ -126,33 +126,43 @@ def test_every_model_form_predicts_the_same(exported):
         np.testing.assert_allclose(load_segmenter(form).predict(batch), expected, atol=1e-5, err_msg=str(form))
 
 
-@pytest.mark.parametrize("arch, overrides", [("fcn", {"filters": 1}), ("uad", {"filters": 4, "depth": 2})])
-def test_flexible_sides_are_recorded_truthfully(tmp_path, arch, overrides):
+WIDE = np.random.default_rng(3).normal(size=(2, 64, 96, 1)).astype(np.float32)
+
+
+def export_32x32(write_bundle, tmp_path: Path, arch: str, overrides: dict) -> tuple[dict, object, object]:
+    """Export `arch` built for 32x32 inputs; returns (its 'export' metadata, the loaded SavedModel, the Keras model)."""
     model = build_model(arch, (32, 32, 1), 2, **overrides)
     info = json.loads((export_bundle(write_bundle(tmp_path / arch, model, "2d")) / "spine_keras.json").read_text())
     loaded = tf.saved_model.load(str(tmp_path / arch / "export" / "saved_model"))
     batch = np.random.default_rng(2).normal(size=(1, 32, 32, 1)).astype(np.float32)
     np.testing.assert_allclose(loaded.serve(batch)["probabilities"], keras_seg(model, batch), atol=1e-5)
-    wide = np.random.default_rng(3).normal(size=(2, 64, 96, 1)).astype(np.float32)
-    if arch == "fcn":
-        assert info["export"]["flexible_sides"] is True and info["export"]["side_multiple"] == 32
-    if info["export"]["flexible_sides"]:
-        np.testing.assert_allclose(
-            loaded.serve(wide)["probabilities"], keras_seg(model, wide, arch, **overrides), atol=1e-5
-        )
-    else:
-        assert info["export"]["input"]["shape"] == [None, 32, 32, 1]
-        with pytest.raises((ValueError, TypeError)):
-            loaded.serve(wide)
+    return info["export"], loaded, model
 
 
-def test_kfold_export_and_cli_errors(tmp_path, capsys):
+@pytest.mark.slow
+def test_fcn_export_serves_any_side_that_32_divides(write_bundle, tmp_path):
+    """fcn is convolutions and poolings only: its SavedModel takes any side 2^5 divides, recorded as flexible."""
+    export, loaded, model = export_32x32(write_bundle, tmp_path, "fcn", {"filters": 1})
+    assert (export["flexible_sides"], export["side_multiple"], export["input_shape"]) == (True, 32, [None] * 3 + [1])
+    expected = keras_seg(model, WIDE, "fcn", filters=1)
+    np.testing.assert_allclose(loaded.serve(WIDE)["probabilities"], expected, atol=1e-5)
+
+
+def test_uad_export_keeps_its_training_sides(write_bundle, tmp_path):
+    """uad's attention gates upsample by their input's static sides: its SavedModel takes 32x32 only, recorded so."""
+    export, loaded, _ = export_32x32(write_bundle, tmp_path, "uad", UD)
+    assert (export["flexible_sides"], export["side_multiple"], export["input_shape"]) == (False, 4, [None, 32, 32, 1])
+    with pytest.raises((ValueError, TypeError)):
+        loaded.serve(WIDE)
+
+
+def test_kfold_export_and_cli_errors(write_bundle, constant_model, tmp_path, capsys):
     for fold in range(2):
         write_bundle(tmp_path / "kfold" / f"fold_{fold}", constant_model((16, 16, 16, 1), [0.0, fold + 1.0]), "3d")
     assert main([str(tmp_path / "kfold"), "-o", str(tmp_path / "exp")]) == 0
     assert main([str(tmp_path / "kfold"), "-o", str(tmp_path / "exp")]) == 0  # replaces the earlier export
     info = json.loads((tmp_path / "exp" / "fold_1" / "spine_keras.json").read_text())
-    assert info["export"]["input"]["shape"] == [None, 16, 16, 16, 1]
+    assert info["export"]["input_shape"] == [None, 16, 16, 16, 1]
     ensemble = load_segmenter(tmp_path / "exp").predict(np.zeros((1, 16, 16, 16, 1), np.float32))
     softmax = [1 / (1 + np.exp(-v)) for v in (1.0, 2.0)]  # class-1 probability of logits [0, v]
     np.testing.assert_allclose(ensemble[0, 3, 4, 5, 1], np.mean(softmax), rtol=1e-6)

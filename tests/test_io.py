@@ -99,6 +99,7 @@ def test_read_errors(tmp_path: Path) -> None:
         read_volume(tmp_path / "x.png")
 
 
+@pytest.mark.realdata
 def test_shared_mri_geometry(shared_mri: Path) -> None:
     volume = read_volume(shared_mri / "VB3_01_image.nrrd")
     assert volume.shape == (224, 224, 77)

@@ -8,7 +8,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-from conftest import limit_tf_threads
 
 from spine_keras.errors import UserError
 from spine_keras.models import (
@@ -21,8 +20,6 @@ from spine_keras.models import (
     preset,
     receptive_field,
 )
-
-limit_tf_threads()
 
 CLASSES = 3
 SHAPES = {2: (64, 64, 1), 3: (32, 32, 32, 1)}

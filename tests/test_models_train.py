@@ -8,11 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import pytest
-from conftest import limit_tf_threads
 
 from spine_keras.models import ARCHS, attention_maps, build_model, inference_model
-
-limit_tf_threads()
 
 STEPS = 3
 CASES = [(arch, rank) for rank in (2, 3) for arch in ARCHS]

@@ -5,17 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
-from conftest import make_pair
 
-from spine_keras.bundle import make_metadata, write_metadata
 from spine_keras.cli.predict import main
 from spine_keras.io import Volume, read_volume, write_volume
 from spine_keras.models import build_model
 from spine_keras.predict import load_segmenter
-from spine_keras.predict.fold import fold_batchnorm
 from spine_keras.predict.metrics import case_scores, overall, pooled
 from spine_keras.preprocess import PreprocessConfig
 
@@ -32,49 +28,8 @@ def rotation() -> np.ndarray:
     return rz @ rx
 
 
-def write_bundle(
-    folder: Path,
-    model: keras.Model,
-    mode: str,
-    preprocess: PreprocessConfig | None = None,
-    sampling: dict | None = None,
-    label_map: str | None = None,
-    class_names: list[str] = CLASSES,
-) -> Path:
-    """A run folder as training leaves it: best.keras and spine_keras.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "best.keras")
-    write_metadata(
-        make_metadata(
-            arch="u1",
-            mode=mode,
-            input_shape=list(model.input_shape[1:]),
-            class_names=class_names,
-            preprocess=(preprocess or PreprocessConfig()).to_dict(),
-            axis=2,
-            label_map=label_map,
-            model_config={},
-            preset={},
-            cube={},
-            sampling=sampling,
-        ),
-        folder,
-    )
-    return folder
-
-
-def constant_model(input_shape: tuple[int, ...], logits: list[float]) -> keras.Model:
-    """A model whose softmax output is the same everywhere, whatever the input."""
-    conv = keras.layers.Conv2D if len(input_shape) == 3 else keras.layers.Conv3D
-    inputs = keras.Input(input_shape)
-    scores = conv(len(logits), 1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(logits))(
-        inputs
-    )
-    return keras.Model(inputs, keras.layers.Softmax(name="seg")(scores))
-
-
 @pytest.fixture(scope="module")
-def unet_run(tmp_path_factory) -> Path:
+def unet_run(write_bundle, tmp_path_factory) -> Path:
     """A tiny untrained 2D U-Net bundle that resamples to 1.1 x 1.1 x 1.7 mm and resizes slices to 32 x 32."""
     model = build_model("u1", (32, 32, 1), 3, filters=4, depth=2)
     return write_bundle(
@@ -126,7 +81,7 @@ def test_format_flag_converts_the_output(unet_run, tmp_path):
     np.testing.assert_allclose(out.direction, rotation(), atol=1e-6)
 
 
-def test_3d_sliding_window_of_a_constant_model_is_constant(tmp_path):
+def test_3d_sliding_window_of_a_constant_model_is_constant(write_bundle, constant_model, tmp_path):
     model = constant_model((16, 16, 16, 1), [0.0, 1.0, 0.5])
     run = write_bundle(
         tmp_path / "run3d",
@@ -145,35 +100,13 @@ def test_3d_sliding_window_of_a_constant_model_is_constant(tmp_path):
     assert np.all(read_volume(tmp_path / "out" / "scan_seg.nrrd").array == 1)
 
 
-def test_kfold_run_averages_its_folds(tmp_path):
+def test_kfold_run_averages_its_folds(write_bundle, constant_model, tmp_path):
     for fold, logits in enumerate(([0.0, 2.0, 0.0], [0.0, 0.0, 1.0])):
         write_bundle(tmp_path / "kfold" / f"fold_{fold}", constant_model((16, 16, 1), logits), "2d")
     segmenter = load_segmenter(tmp_path / "kfold")
     softmax = [np.exp(v) / np.exp(v).sum() for v in ([0.0, 2.0, 0.0], [0.0, 0.0, 1.0])]
     out = segmenter.predict(np.zeros((2, 16, 16, 1), np.float32))
     np.testing.assert_allclose(out[1, 5, 7], (softmax[0] + softmax[1]) / 2, rtol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "arch, shape, overrides",
-    [("u1", (16, 16, 16, 1), {"filters": 4, "depth": 2}), ("uad", (32, 32, 1), {"filters": 4, "depth": 2})],
-)
-def test_folding_batch_norms_keeps_the_outputs(arch, shape, overrides):
-    rng = np.random.default_rng(4)
-    model = build_model(arch, shape, 3, **overrides)
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for norm in norms:  # trained-looking statistics, so the fold has something to do
-        n = norm.moving_mean.shape[0]
-        norm.set_weights(
-            [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n), rng.normal(0, 0.3, n), rng.uniform(0.5, 2.0, n)]
-        )
-    folded = fold_batchnorm(model)
-    assert norms and not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
-    batch = rng.normal(size=(2, *shape)).astype(np.float32)
-    expected, found = (keras.tree.flatten(m(batch, training=False)) for m in (model, folded))
-    assert len(expected) == len(found) == len(model.outputs)
-    for want, got in zip(expected, found):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
 def test_case_scores_match_hand_computed_values():
@@ -192,7 +125,7 @@ def test_case_scores_match_hand_computed_values():
     np.testing.assert_allclose(np.array(pooled_scores.iou)[[0, 3]], [2 / 6, 1 / 2])
 
 
-def test_label_metrics_table_and_csv(tmp_path, capsys):
+def test_label_metrics_table_and_csv(make_pair, write_bundle, constant_model, tmp_path, capsys):
     run = write_bundle(
         tmp_path / "run",
         constant_model((16, 16, 1), [0.0, 3.0]),

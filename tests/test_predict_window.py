@@ -5,15 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from spine_keras import grid
+from spine_keras.bundle import ModelBundle
 from spine_keras.predict.model import Segmenter
-from spine_keras.predict.window import gaussian_importance, sliding_window, weight_sum, window_starts
+from spine_keras.predict.window import gaussian_importance, sliding_window, weight_sum
+from spine_keras.prepare import SamplingConfig
+from spine_keras.preprocess import PreprocessConfig
 
 
 def test_window_starts_cover_the_axis_and_end_flush():
-    assert window_starts(10, 4, 0.5) == [0, 2, 4, 6]
-    assert window_starts(11, 4, 0.5) == [0, 2, 4, 6, 7]
-    assert window_starts(11, 4, 0.0) == [0, 4, 7]
-    assert window_starts(3, 4, 0.5) == [0]
+    assert grid.starts(10, 4, grid.step_for_overlap(4, 0.5)) == [0, 2, 4, 6]
+    assert grid.starts(11, 4, grid.step_for_overlap(4, 0.5)) == [0, 2, 4, 6, 7]
+    assert grid.starts(11, 4, grid.step_for_overlap(4, 0.0)) == [0, 4, 7]
+    assert grid.starts(3, 4, 2) == [0]
+    assert grid.corners((5, 11), (4, 4), (2, 4)) == [(0, 0), (0, 4), (0, 7), (1, 0), (1, 4), (1, 7)]
+    with pytest.raises(ValueError, match="overlap"):
+        grid.step_for_overlap(4, 1.0)
 
 
 def test_gaussian_importance_values():
@@ -64,18 +71,29 @@ def test_identity_model_puts_every_window_back_in_place():
     np.testing.assert_allclose(out, samples, rtol=1e-5, atol=1e-6)
 
 
+def tiny_bundle(window: tuple[int, int] = (16, 16)) -> ModelBundle:
+    """A 2-class, 2D bundle: all the Segmenter reads is its rank and class count."""
+    return ModelBundle(
+        arch="u1",
+        input_shape=(*window, 1),
+        class_names=("background", "vertebra"),
+        preprocess=PreprocessConfig(),
+        sampling=SamplingConfig(mode="2d", shape=window),
+    )
+
+
 def test_flip_tta_averages_back_flipped_predictions():
-    ramp = np.arange(4, dtype=np.float32)  # a "model" that ignores its input and outputs a ramp along axis 1
+    ramp = np.arange(16, dtype=np.float32)  # a "model" that ignores its input and outputs a ramp along axis 1
 
     def ramp_model(batch: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(ramp[None, :, None, None], batch.shape[:-1] + (1,)).copy()
+        out = np.broadcast_to(ramp[None, :, None, None], batch.shape[:-1] + (1,))
+        return np.concatenate([out, 15 - out], axis=-1)
 
-    metadata = {"input_shape": [4, 6, 1], "n_classes": 1}
-    plain = Segmenter(metadata, [ramp_model]).predict(np.zeros((2, 4, 6, 1)))
+    plain = Segmenter(tiny_bundle(), [ramp_model]).predict(np.zeros((2, 16, 16, 1)))
     np.testing.assert_array_equal(plain[0, :, 0, 0], ramp)
-    # each flip of axis 1 is undone before averaging: half the passes see [0..3], half [3..0] flipped back
-    tta = Segmenter(metadata, [ramp_model], tta=True).predict(np.zeros((2, 4, 6, 1)))
-    np.testing.assert_allclose(tta, 1.5)
-    equivariant = Segmenter(metadata, [lambda b: b], tta=True)
-    x = np.random.default_rng(2).normal(size=(2, 4, 6, 1)).astype(np.float32)
-    np.testing.assert_allclose(equivariant.predict(x), x, rtol=1e-6)
+    # each flip of axis 1 is undone before averaging: half the passes see [0..15], half [15..0] flipped back
+    tta = Segmenter(tiny_bundle(), [ramp_model], tta=True).predict(np.zeros((2, 16, 16, 1)))
+    np.testing.assert_allclose(tta, 7.5)
+    equivariant = Segmenter(tiny_bundle(), [lambda b: np.concatenate([b, -b], axis=-1)], tta=True)
+    x = np.random.default_rng(2).normal(size=(2, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_allclose(equivariant.predict(x), np.concatenate([x, -x], axis=-1), rtol=1e-5, atol=1e-6)

@@ -9,10 +9,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from training_cubes import make_training_cube
 
+from spine_keras.bundle import ModelBundle, file_sha256, read_bundle
 from spine_keras.cli.train import main
 from spine_keras.models import ARCHS, build_model
+from spine_keras.preprocess import PreprocessConfig
 from spine_keras.train import merge_settings
 from spine_keras.train.callbacks import RunState
 
@@ -32,7 +33,7 @@ TINY = ["--filters", "4", "--epochs", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def cube2d(tmp_path_factory) -> Path:
+def cube2d(tmp_path_factory, make_training_cube) -> Path:
     return make_training_cube(tmp_path_factory.mktemp("cube2d") / "cube.h5", (32, 32), cases=4, per_case=2)
 
 
@@ -41,21 +42,24 @@ def history(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def check_bundle(folder: Path, arch: str, input_shape: list[int]) -> dict:
+def check_bundle(folder: Path, arch: str, input_shape: list[int]) -> ModelBundle:
     for name in BUNDLE:
         assert (folder / name).is_file(), f"{folder / name} missing"
     assert list((folder / "logs" / "validation").glob("events.out.tfevents.*"))
-    meta = json.loads((folder / "spine_keras.json").read_text())
-    assert meta["arch"] == arch and meta["input_shape"] == input_shape and meta["axis"] == 2
-    assert meta["class_names"] == ["background", "vertebra", "disc"]
-    assert meta["preprocess"] == {"normalization": "zscore"}
-    assert 0 <= meta["metrics"]["val_miou_nobg"] <= 1 and meta["metrics"]["monitor"] == "val_miou_nobg"
-    rebuilt = build_model(**meta["model"])
+    bundle = read_bundle(folder)
+    assert bundle.arch == arch and list(bundle.input_shape) == input_shape and bundle.axis == 2
+    assert bundle.class_names == ("background", "vertebra", "disc")
+    assert bundle.preprocess == PreprocessConfig()
+    assert bundle.provenance.cube_sha256 == file_sha256(bundle.provenance.cube)
+    assert set(bundle.provenance.val_cases).isdisjoint(bundle.provenance.train_cases)
+    assert 0 <= bundle.metrics["val_miou_nobg"] <= 1 and bundle.metrics["monitor"] == "val_miou_nobg"
+    rebuilt = build_model(bundle.arch, bundle.input_shape, bundle.n_classes, **bundle.build)
     best = keras.saving.load_model(folder / "best.keras")
     assert rebuilt.count_params() == best.count_params()
-    return meta
+    return bundle
 
 
+@pytest.mark.slow
 def test_2d_comparison_on_grouped_folds(cube2d, tmp_path, capsys):
     run = tmp_path / "run"
     assert (
@@ -110,8 +114,9 @@ def test_2d_comparison_on_grouped_folds(cube2d, tmp_path, capsys):
     assert (run / "comparison.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape, unets", [((32, 32), "uamd"), ((32, 32, 32), "u1,uamd")], ids=["2d", "3d"])
-def test_one_epoch_u1_uamd_fcn(tmp_path, shape, unets):
+def test_one_epoch_u1_uamd_fcn(tmp_path, make_training_cube, shape, unets):
     """u1 in 2D is trained by the comparison test above."""
     cube = make_training_cube(tmp_path / "cube.h5", shape, cases=3, per_case=1, copies=0)
     assert (
@@ -135,9 +140,10 @@ def test_one_epoch_u1_uamd_fcn(tmp_path, shape, unets):
     assert main(["--cube", str(cube), "--arch", "fcn", "--batch-size", "2", "--out", str(tmp_path / "fcn"), *TINY]) == 0
     folders = [(tmp_path / "unets" / a if "," in unets else tmp_path / "unets", a) for a in unets.split(",")]
     for folder, arch in [*folders, (tmp_path / "fcn", "fcn")]:
-        assert check_bundle(folder, arch, [*shape, 1])["mode"] == f"{len(shape)}d"
+        assert check_bundle(folder, arch, [*shape, 1]).mode == f"{len(shape)}d"
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_continues_where_it_stopped(cube2d, tmp_path, monkeypatch):
     flags = [
         "--cube",
@@ -181,6 +187,7 @@ def test_resume_after_interruption_continues_where_it_stopped(cube2d, tmp_path, 
     assert exported == [(tmp_path / "killed", tmp_path / "killed" / "export")]
 
 
+@pytest.mark.slow
 def test_mixed_precision_and_jit(cube2d, tmp_path):
     run = tmp_path / "mp"
     assert (

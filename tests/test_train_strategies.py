@@ -12,8 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from training_cubes import make_training_cube
 
+pytestmark = pytest.mark.slow  # subprocesses that train
 REPO = Path(__file__).resolve().parents[1]
 ENV = {
     **os.environ,
@@ -47,7 +47,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_mirrored_two_devices_equals_one_device(tmp_path):
+def test_mirrored_two_devices_equals_one_device(tmp_path, make_training_cube):
     cube = make_training_cube(tmp_path / "cube.h5", (32, 32), cases=4, per_case=2)
     done = subprocess.run(
         [sys.executable, "-c", MIRRORED, str(cube), str(tmp_path), json.dumps(COMMON)],
@@ -69,7 +69,7 @@ def test_mirrored_two_devices_equals_one_device(tmp_path):
             assert b[key] == pytest.approx(a[key], abs=2e-3), key
 
 
-def test_multiworker_two_processes_on_loopback(tmp_path):
+def test_multiworker_two_processes_on_loopback(tmp_path, make_training_cube):
     cube = make_training_cube(tmp_path / "cube.h5", (32, 32), cases=4, per_case=2)
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     run = tmp_path / "run"

@@ -5,9 +5,21 @@ All spatial transforms (rotation, zoom, flip, shift) form one affine matrix appl
 thread-safe and uses only the generator it is given, so it also serves on-the-fly training augmentation.
 """
 
-from spine_keras.augment.config import AugmentConfig, AugmentParams, sample_params
-from spine_keras.augment.geometry import affine_matrix, resample, rotation_matrix
-from spine_keras.augment.pipeline import apply, augment, spatial_shape
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spine_keras.augment.config import AugmentConfig, AugmentParams, sample_params
+    from spine_keras.augment.geometry import affine_matrix, resample, rotation_matrix
+    from spine_keras.augment.pipeline import apply, augment, spatial_shape
+
+_HOMES = {  # loaded on first use: `spine-make-cube --help` reads AugmentConfig without loading scipy and SimpleITK
+    **dict.fromkeys(("AugmentConfig", "AugmentParams", "sample_params"), "spine_keras.augment.config"),
+    **dict.fromkeys(("affine_matrix", "resample", "rotation_matrix"), "spine_keras.augment.geometry"),
+    **dict.fromkeys(("apply", "augment", "spatial_shape"), "spine_keras.augment.pipeline"),
+}
 
 __all__ = [
     "AugmentConfig",
@@ -20,3 +32,10 @@ __all__ = [
     "sample_params",
     "spatial_shape",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import `name` from its module the first time it is asked for (PEP 562)."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

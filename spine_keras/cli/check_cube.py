@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spine_keras.cli import user_errors_exit_2
-from spine_keras.cube.check import check_cube, montage
+from spine_keras.cli import CliParser, user_errors_exit_2
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="spine-check-cube", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = CliParser(prog="spine-check-cube", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("cube", nargs="?", default="cube.h5", help="cube to check")
     p.add_argument("--png", default=None, help="write a montage of random samples (original beside its copies)")
     p.add_argument("--rows", type=int, default=4, help="montage rows (random original samples)")
@@ -23,6 +20,8 @@ def parser() -> argparse.ArgumentParser:
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from spine_keras.cube.check import check_cube, montage
+
     report = check_cube(args.cube)
     print(report.summary())
     if not report.ok:

@@ -1,9 +1,12 @@
-"""Shared flag parsing: comma-separated numbers and flags generated from a settings dataclass's fields."""
+"""Shared flag parsing: comma-separated numbers, and flags generated from a settings dataclass's fields (so the
+dataclass is the one place that holds each default). Imports no TensorFlow: parsers must answer at once."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -78,3 +81,45 @@ def dataclass_from_flags(cls: type, args: argparse.Namespace, prefix: str = "") 
             default = field.default
             given[field.name] = int(value) if isinstance(default, int) and not isinstance(default, bool) else value
     return cls(**given)
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, cls: type, groups: Mapping[str, str]) -> None:
+    """One `--field-name` flag per field of `cls` whose metadata has a "help" entry, in the --help section
+    named by the field's "group" entry ("" = the parser itself): booleans as --x/--no-x, numbers and text typed from
+    the field's annotation, choices and the default's words from the metadata. Nothing else holds a default."""
+    hints = typing.get_type_hints(cls)
+    sections = {key: parser.add_argument_group(title) if title else parser for key, title in groups.items()}
+    for field in dataclasses.fields(cls):
+        if "help" not in field.metadata:
+            continue
+        sections[field.metadata.get("group", "")].add_argument(
+            f"--{field.name.replace('_', '-')}",
+            dest=field.name,
+            help=_settings_help(field),
+            **_flag_kind(hints[field.name], field.metadata.get("choices")),
+        )
+
+
+def _flag_kind(annotation: Any, choices: Sequence[str] | None) -> dict[str, Any]:
+    """argparse keywords for a field typed `annotation` (Optional unwrapped; lists are given as 'a,b' text)."""
+    kinds = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    kind = kinds[0]
+    if kind is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if choices:
+        return {"choices": tuple(choices)}
+    return {"type": kind if kind in (int, float) else str}
+
+
+def _settings_help(field: dataclasses.Field) -> str:
+    """The field's help text followed by its default, e.g. 'learning-rate reduction factor (default: 0.5)'."""
+    info = field.metadata
+    shown = info.get("shown")
+    if not shown:
+        default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        if isinstance(default, bool):
+            shown = "yes" if default else "no"
+        else:
+            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+    text = f"{info.get('help', '')} (default: {shown})".strip()
+    return text.replace("%", "%%")  # argparse %-formats help strings

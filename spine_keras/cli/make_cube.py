@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from spine_keras.augment import AugmentConfig
-from spine_keras.cli import user_errors_exit_2
+from spine_keras.choices import FITS, INTENSITY_NORMALIZATIONS, INTERPOLATIONS
+from spine_keras.cli import CliParser, user_errors_exit_2
 from spine_keras.cli.flags import add_dataclass_flags, dataclass_from_flags, ints, names, numbers
-from spine_keras.cube.build import CubeConfig, build_cube
-from spine_keras.cube.samples import SamplingConfig
 from spine_keras.errors import UserError
-from spine_keras.preprocess import FITS, INTERPOLATIONS, NORMALIZATIONS, PreprocessConfig
+
+if TYPE_CHECKING:
+    from spine_keras.cube.build import CubeConfig
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="spine-make-cube", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = CliParser(prog="spine-make-cube", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("list", help="text file, one 'image,label' pair a line (paths relative to the list's folder)")
     p.add_argument("-o", "--output", default="cube.h5", help="cube to write")
     p.add_argument("--force", action="store_true", help="replace an existing cube")
@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     q = p.add_argument_group("preprocessing")
     q.add_argument("--spacing", type=numbers, default=None, help="resample to this spacing in mm (default: keep)")
     q.add_argument("--interpolation", choices=tuple(INTERPOLATIONS), default="linear", help="image resampling")
-    q.add_argument("--normalization", choices=NORMALIZATIONS, default="zscore", help="per-volume intensity")
+    q.add_argument("--normalization", choices=INTENSITY_NORMALIZATIONS, default="zscore", help="per-volume intensity")
     q.add_argument("--percentiles", type=numbers, default=(0.5, 99.5), help="clip range for percentile")
     q.add_argument(
         "--crop-roi",
@@ -78,6 +78,10 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> CubeConfig:
     """Turn parsed flags into the build's settings (validated)."""
+    from spine_keras.cube.build import CubeConfig
+    from spine_keras.cube.samples import SamplingConfig
+    from spine_keras.preprocess import PreprocessConfig
+
     shape = args.shape or ((256, 256) if args.mode == "2d" else (64, 128, 128))
     try:
         augment = dataclass_from_flags(AugmentConfig, args)
@@ -131,6 +135,8 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = config_from_args(args)
+    from spine_keras.cube.build import build_cube
+
     signal.signal(signal.SIGTERM, _terminate)  # a killed build removes its temporary file too
     report = build_cube(config, progress=not args.quiet)
     rate = report.cases / report.seconds if report.seconds else float("inf")

@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spine_keras.cli import EXIT_USER_ERROR, user_errors_exit_2
-from spine_keras.predict import PredictOptions, load_segmenter, predict_inputs
-from spine_keras.predict.run import FORMATS
+from spine_keras.choices import FORMATS
+from spine_keras.cli import EXIT_USER_ERROR, CliParser, add_verbose_flag, quiet_tensorflow, user_errors_exit_2
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spine-predict", description=__doc__)
+    p = CliParser(prog="spine-predict", description=__doc__)
     p.add_argument(
         "model",
         metavar="MODEL",
@@ -38,12 +37,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average over all flips of the spatial axes")
     p.add_argument("--probabilities", action="store_true", help="also write per-class probability maps (_prob)")
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="output format (default: the input's)")
+    add_verbose_flag(p)
     return p
 
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet_tensorflow(args.tf_verbose)
+    from spine_keras.predict import PredictOptions, load_segmenter, predict_inputs
+
     options = PredictOptions(
         out_dir=args.out_dir,
         overlap=args.overlap,

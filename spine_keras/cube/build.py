@@ -7,6 +7,7 @@ is written to a hidden temporary file beside the target and renamed only when co
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -47,6 +48,7 @@ class CubeConfig:
     force: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON values, the nested stage configs through their own `to_dict`."""
         data = dataclasses.asdict(self)
         data["preprocess"] = self.preprocess.to_dict()
         data["sampling"] = self.sampling.to_dict()
@@ -78,6 +80,7 @@ def resolve_classes(label_map: LabelMap, class_names: list[str] | None) -> int |
 
 
 def _check_files(entry: ListEntry) -> None:
+    """CaseError when the entry's image or label file is missing, before a worker is spent on it."""
     for kind, path in (("image", entry.image), ("label", entry.label)):
         if path is None or not path.is_file():
             raise CaseError(
@@ -127,26 +130,71 @@ def _run(job: CaseJob) -> CaseSamples | CaseError:
 
 
 def build_cube(config: CubeConfig, warn: Callable[[str], None] | None = None, progress: bool = True) -> BuildReport:
-    """Build the cube described by `config`; raise UserError (and leave nothing behind) on bad input."""
-    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    """Build the cube described by `config`; raise UserError (and leave nothing behind) on bad input.
+
+    Steps: check the target, plan one job per readable case, stream the samples into a temporary file,
+    write the attributes, rename the file onto the target.
+    """
+    skips = _SkipLog(config.skip_bad, warn or _warn_on_stderr)
+    target = _check_target(config)
+    entries = parse_list(config.list_path)
+    label_map = LabelMap.parse(config.label_map)
+    n_classes = resolve_classes(label_map, config.class_names)
+    jobs = _plan_jobs(config, entries, label_map, n_classes, skips)
+    start = time.perf_counter()
+    with _atomic_cube_file(target) as handle:
+        count, max_label = _write_samples(handle, config, jobs, len(entries), skips, progress)
+        if count == 0:
+            raise UserError(
+                f"no samples were produced from '{config.list_path}' "
+                f"({len(skips.records)} of {len(entries)} cases skipped; lower --min-foreground?)"
+            )
+        _finish_attributes(handle, config, n_classes, max_label, skips.records)
+    return BuildReport(target, count, len(entries) - len(skips.records), skips.records, time.perf_counter() - start)
+
+
+def _warn_on_stderr(message: str) -> None:
+    """The default warning channel of a build: one `warning:` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class _SkipLog:
+    """The skip-bad policy: without --skip-bad a bad case ends the build, with it the case is warned and recorded."""
+
+    def __init__(self, skip_bad: bool, warn: Callable[[str], None]):
+        self.skip_bad = skip_bad
+        self.warn = warn
+        self.records: list[dict[str, str]] = []
+
+    def skip(self, entry: ListEntry, error: CaseError) -> None:
+        """Re-raise `error` unless bad cases are skipped; else warn and record it for the cube's `skipped`."""
+        if not self.skip_bad:
+            raise error
+        self.warn(f"skipping case {entry.case_id}: {error}")
+        self.records.append({"case_id": entry.case_id, "source": entry.source, "reason": str(error)})
+
+
+def _check_target(config: CubeConfig) -> Path:
+    """The output path, after checking it may be written: not there (or --force), in an existing folder."""
     target = Path(config.output)
     if target.exists() and not config.force:
         raise UserError(f"'{target}' already exists; pass --force to replace it or -o to write elsewhere")
     if not target.parent.is_dir():
         raise UserError(f"output folder '{target.parent}' does not exist")
-    entries = parse_list(config.list_path)
-    label_map = LabelMap.parse(config.label_map)
-    n_classes = resolve_classes(label_map, config.class_names)
-    skipped: list[dict[str, str]] = []
+    return target
+
+
+def _plan_jobs(
+    config: CubeConfig, entries: list[ListEntry], label_map: LabelMap, n_classes: int | None, skips: _SkipLog
+) -> list[CaseJob]:
+    """One job per list entry whose files exist, in list order; a missing file goes through the skip policy."""
+    augment = config.augment if config.copies else None
     jobs = []
     for index, entry in enumerate(entries):
         try:
             _check_files(entry)
         except CaseError as exc:
-            if not config.skip_bad:
-                raise
-            warn(f"skipping case {entry.case_id}: {exc}")
-            skipped.append({"case_id": entry.case_id, "source": entry.source, "reason": str(exc)})
+            skips.skip(entry, exc)
             continue
         jobs.append(
             CaseJob(
@@ -156,48 +204,62 @@ def build_cube(config: CubeConfig, warn: Callable[[str], None] | None = None, pr
                 config.sampling,
                 label_map,
                 n_classes,
-                config.augment if config.copies else None,
+                augment,
                 config.copies,
                 config.seed,
             )
         )
-    workers = config.workers or os.cpu_count() or 1
+    return jobs
+
+
+@contextlib.contextmanager
+def _atomic_cube_file(target: Path) -> Iterator[h5py.File]:
+    """An HDF5 file open for writing at a hidden temporary path beside `target`, renamed onto it on success.
+
+    On any failure (a bad case, Ctrl-C) the temporary file is deleted, so a cube either exists whole or not at all;
+    temporaries of builds that were killed are removed first.
+    """
     remove_stale_temps(target)
     tmp = temp_path_for(target)
-    start = time.perf_counter()
-    max_label = 0
     try:
         with h5py.File(tmp, "w") as handle:
-            writer = CubeWriter(handle, config.sampling.shape)
-            bar = tqdm(total=len(entries), unit="case", desc="cases", disable=not progress, initial=len(skipped))
-            for job, result in _ordered_results(jobs, min(workers, max(1, len(jobs)))):
-                bar.update(1)
-                if isinstance(result, CaseError):
-                    if not config.skip_bad:
-                        raise result
-                    warn(f"skipping case {job.entry.case_id}: {result}")
-                    skipped.append({"case_id": job.entry.case_id, "source": job.entry.source, "reason": str(result)})
-                    continue
-                writer.append(result.images, result.labels, result.case_id, result.augmented, result.positions)
-                max_label = max(max_label, result.max_label)
-            bar.close()
-            if writer.count == 0:
-                raise UserError(
-                    f"no samples were produced from '{config.list_path}' "
-                    f"({len(skipped)} of {len(entries)} cases skipped; lower --min-foreground?)"
-                )
-            classes = n_classes or max(2, max_label + 1)
-            names = config.class_names or ["background"] + [f"class_{i}" for i in range(1, classes)]
-            write_attrs(handle, _attributes(config, classes, names, skipped))
-            count = writer.count
+            yield handle
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return BuildReport(target, count, len(entries) - len(skipped), skipped, time.perf_counter() - start)
+
+
+def _write_samples(
+    handle: h5py.File, config: CubeConfig, jobs: list[CaseJob], n_entries: int, skips: _SkipLog, progress: bool
+) -> tuple[int, int]:
+    """Stream each case's samples into `handle` in list order; returns (samples written, largest label seen)."""
+    writer = CubeWriter(handle, config.sampling.shape)
+    workers = min(config.workers or os.cpu_count() or 1, max(1, len(jobs)))
+    max_label = 0
+    bar = tqdm(total=n_entries, unit="case", desc="cases", disable=not progress, initial=len(skips.records))
+    for job, result in _ordered_results(jobs, workers):
+        bar.update(1)
+        if isinstance(result, CaseError):
+            skips.skip(job.entry, result)
+            continue
+        writer.append(result.images, result.labels, result.case_id, result.augmented, result.positions)
+        max_label = max(max_label, result.max_label)
+    bar.close()
+    return writer.count, max_label
+
+
+def _finish_attributes(
+    handle: h5py.File, config: CubeConfig, n_classes: int | None, max_label: int, skipped: list[dict[str, str]]
+) -> None:
+    """Write the cube's attributes; classes not fixed by --classes/--label-map come from the largest label."""
+    classes = n_classes or max(2, max_label + 1)
+    names = config.class_names or ["background"] + [f"class_{i}" for i in range(1, classes)]
+    write_attrs(handle, _attributes(config, classes, names, skipped))
 
 
 def _attributes(config: CubeConfig, n_classes: int, names: list[str], skipped: list[dict[str, str]]) -> dict:
+    """The cube's root attributes: what it holds, how it was made (settings, source list, version), what was skipped."""
     pre = config.preprocess
     return {
         "format": CUBE_FORMAT,

@@ -111,6 +111,7 @@ def check_cube(path: Path | str) -> CubeReport:
 
 
 def _scan(handle: h5py.File, attrs: dict[str, Any], report: CubeReport) -> None:
+    """Fill `report` from the cube's datasets: sample and case counts, class voxels, intensity, bad values."""
     images, labels = handle["images"], handle["labels"]
     n = images.shape[0]
     n_classes = int(attrs["n_classes"])
@@ -118,21 +119,7 @@ def _scan(handle: h5py.File, attrs: dict[str, Any], report: CubeReport) -> None:
     augmented = handle["augmented"][:]
     report.samples, report.originals = n, int(np.count_nonzero(augmented == 0))
     report.per_case = dict(collections.Counter(case_ids.tolist()))
-    counts = np.zeros(256, np.int64)
-    total, total_sq, voxels = 0.0, 0.0, 0
-    low, high = np.inf, -np.inf
-    bad_values = bad_labels = 0
-    for start in range(0, n, BLOCK):
-        block = images[start : start + BLOCK]
-        finite = np.isfinite(block)
-        bad_values += int(block.size - np.count_nonzero(finite))
-        values = block[finite].astype(np.float64)
-        total += float(values.sum())
-        total_sq += float(np.square(values).sum())
-        voxels += values.size
-        if values.size:
-            low, high = min(low, float(values.min())), max(high, float(values.max()))
-        counts += np.bincount(labels[start : start + BLOCK].ravel(), minlength=256)
+    counts, bad_values, intensity = _stream_statistics(images, labels)
     bad_labels = int(counts[n_classes:].sum())
     if bad_values:
         report.problems.append(f"{bad_values} image values are NaN or infinite")
@@ -144,30 +131,51 @@ def _scan(handle: h5py.File, attrs: dict[str, Any], report: CubeReport) -> None:
     if n == 0:
         report.problems.append("the cube holds no samples")
     report.class_voxels = counts[:n_classes].tolist()
-    if voxels:
-        mean = total / voxels
-        report.intensity = {
-            "mean": mean,
-            "std": float(np.sqrt(max(total_sq / voxels - mean**2, 0.0))),
-            "min": low,
-            "max": high,
-        }
+    if intensity is not None:
+        report.intensity = intensity
+
+
+def _stream_statistics(images: h5py.Dataset, labels: h5py.Dataset) -> tuple[np.ndarray, int, dict[str, float] | None]:
+    """One pass in blocks of BLOCK samples: voxels per label id (0..255), the count of non-finite image values,
+    and the finite values' mean, std, min and max (None when there are none)."""
+    counts = np.zeros(256, np.int64)
+    total, total_sq, voxels = 0.0, 0.0, 0
+    low, high = np.inf, -np.inf
+    bad_values = 0
+    for start in range(0, images.shape[0], BLOCK):
+        block = images[start : start + BLOCK]
+        finite = np.isfinite(block)
+        bad_values += int(block.size - np.count_nonzero(finite))
+        values = block[finite].astype(np.float64)
+        total += float(values.sum())
+        total_sq += float(np.square(values).sum())
+        voxels += values.size
+        if values.size:
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+        counts += np.bincount(labels[start : start + BLOCK].ravel(), minlength=256)
+    if not voxels:
+        return counts, bad_values, None
+    mean = total / voxels
+    std = float(np.sqrt(max(total_sq / voxels - mean**2, 0.0)))
+    return counts, bad_values, {"mean": mean, "std": std, "min": low, "max": high}
 
 
 def montage(path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, seed: int = 0) -> Path:
-    """Draw random original samples with their label overlaid, each beside up to `copies` augmented copies."""
+    """Draw random original samples with their label overlaid, each beside up to `copies` augmented copies.
+
+    Each class has its fixed colour (`outputs.class_colour`) and a legend names the cube's classes.
+    """
     plt = outputs.pyplot()
     png = Path(png)
+    attrs = read_attrs(path)
     with h5py.File(path, "r") as handle:
         case_ids = handle["case_ids"].asstr()[:]
         augmented = handle["augmented"][:]
         positions = handle["positions"][:] if "positions" in handle else np.arange(len(case_ids))
         originals = np.nonzero(augmented == 0)[0]
-        rng = np.random.default_rng(seed)
-        chosen = np.sort(rng.choice(originals, size=min(rows, len(originals)), replace=False))
-        n_classes = int(read_attrs(path)["n_classes"])
+        chosen = np.sort(np.random.default_rng(seed).choice(originals, size=min(rows, len(originals)), replace=False))
         cols = 1 + min(copies, int(augmented.max(initial=0)))
-        fig, axes = plt.subplots(len(chosen), cols, figsize=(2.6 * cols, 2.6 * len(chosen)), squeeze=False)
+        fig, axes = plt.subplots(len(chosen), cols, figsize=(2.6 * cols, 2.6 * len(chosen) + 0.7), squeeze=False)
         for row, index in enumerate(chosen):
             same = np.nonzero((case_ids == case_ids[index]) & (positions == positions[index]))[0]
             for col, sample in enumerate(same[:cols]):
@@ -176,21 +184,14 @@ def montage(path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, s
                     image, label = image[..., image.shape[-1] // 2], label[..., label.shape[-1] // 2]
                 ax = axes[row, col]
                 ax.imshow(image, cmap="gray")
-                ax.imshow(
-                    np.ma.masked_equal(label, 0),
-                    cmap="jet",
-                    alpha=0.4,
-                    vmin=0,
-                    vmax=max(1, n_classes - 1),
-                    interpolation="nearest",
-                )
-                ax.set_title(
-                    f"{case_ids[sample]} #{positions[sample]}"
-                    + (f" aug {augmented[sample]}" if augmented[sample] else ""),
-                    fontsize=7,
-                )
+                ax.imshow(outputs.label_overlay(label), interpolation="nearest")
+                aug = f" aug {augmented[sample]}" if augmented[sample] else ""
+                ax.set_title(f"{case_ids[sample]} #{positions[sample]}{aug}", fontsize=7)
             for ax in axes[row]:
                 ax.axis("off")
-        fig.tight_layout()
+        fig.suptitle(f"{Path(path).name}: originals and augmented copies", fontsize=9)
+        names = attrs.get("class_names") or [f"class_{i}" for i in range(int(attrs["n_classes"]))]
+        outputs.add_class_legend(fig, list(names))
+        fig.tight_layout(rect=(0, 0.25 / fig.get_figheight(), 1, 1))
         outputs.save_figure(fig, png, dpi=80)
     return png

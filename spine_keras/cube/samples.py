@@ -1,4 +1,4 @@
-"""One case -> its training samples: read, check, remap labels, resample, normalize, crop, slice or tile, augment.
+"""One case -> its training samples: read, check, remap labels, prepare, crop, slice or tile, fit, augment.
 
 Runs inside a worker process; everything a case needs is in its arguments, so results do not depend on
 which worker ran it or how many there were.
@@ -11,59 +11,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from spine_keras import augment
-from spine_keras.errors import CaseError, UserError
+from spine_keras import augment, grid
+from spine_keras.errors import CaseError
 from spine_keras.io import ListEntry, Volume, read_volume
-from spine_keras.preprocess import (
-    INTERPOLATIONS,
-    LabelMap,
-    PreprocessConfig,
-    fit_shape,
-    normalize,
-    resample,
-    roi_slices,
-)
+from spine_keras.prepare import Prepared, SamplingConfig, fit_label, fit_sample, prepare, stack_samples
+from spine_keras.preprocess import LabelMap, PreprocessConfig, fit_shape, roi_slices
 
-MIN_SIDE = 16
-MODES = ("2d", "3d")
-
-
-@dataclasses.dataclass
-class SamplingConfig:
-    """How samples are cut from a preprocessed case."""
-
-    mode: str = "2d"
-    axis: int = 2  # 2D: slice axis (2 = sagittal in the shared data)
-    shape: tuple[int, ...] = (256, 256)  # 2D (H, W) or 3D (D, H, W)
-    min_foreground: float = 0.0  # drop 2D slices / 3D patches whose labelled fraction is below this
-    stride: tuple[int, ...] | None = None  # 3D: tile patches with this stride; None resizes the whole volume
-    background_keep: float = 0.1  # 3D patches: keep a patch without any label with this probability
-
-    def __post_init__(self) -> None:
-        self.shape = tuple(int(s) for s in self.shape)
-        self.stride = None if self.stride is None else tuple(int(s) for s in self.stride)
-        if self.mode not in MODES:
-            raise UserError(f"--mode must be 2d or 3d, not '{self.mode}'")
-        rank = 2 if self.mode == "2d" else 3
-        if len(self.shape) != rank:
-            raise UserError(f"--shape needs {rank} sides for --mode {self.mode}, got {','.join(map(str, self.shape))}")
-        if min(self.shape) < MIN_SIDE:
-            raise UserError(
-                f"target shape {','.join(map(str, self.shape))} is too small: every side must be at "
-                f"least {MIN_SIDE} so the networks can downsample it"
-            )
-        if self.mode == "2d" and self.axis not in (0, 1, 2):
-            raise UserError(f"--axis must be 0, 1 or 2, not {self.axis}")
-        if self.stride is not None:
-            if self.mode != "3d" or len(self.stride) != 3 or min(self.stride) < 1:
-                raise UserError("--stride takes three positive sides and only applies to --mode 3d")
-        if not 0.0 <= self.min_foreground < 1.0:
-            raise UserError("--min-foreground must lie in [0, 1)")
-        if not 0.0 <= self.background_keep <= 1.0:
-            raise UserError("--background-keep must lie in [0, 1]")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+__all__ = ["CaseJob", "CaseSamples", "SamplingConfig", "load_case", "process_case"]
 
 
 @dataclasses.dataclass
@@ -117,102 +71,93 @@ def load_case(entry: ListEntry) -> tuple[Volume, Volume]:
     return image, label
 
 
-def _slices(
-    image: np.ndarray, label: np.ndarray, sampling: SamplingConfig
+def remap_label(job: CaseJob, label: Volume) -> np.ndarray:
+    """The label volume as class ids through the job's label map, errors naming the list line and file."""
+    try:
+        return job.label_map.apply(label.array, job.n_classes)
+    except CaseError as exc:
+        raise CaseError(f"{job.entry.source}: label '{job.entry.label}': {exc}") from exc
+
+
+def crop_to_roi(case: Prepared, margin_mm: float | None) -> Prepared:
+    """Crop image and label to the labelled box grown by `margin_mm` (training only; the fill value is kept)."""
+    if margin_mm is None or case.label is None:
+        return case
+    box = roi_slices(case.label, case.spacing, margin_mm)
+    return Prepared(case.image[box], case.label[box], case.spacing, case.fill)
+
+
+def cut_samples(
+    case: Prepared, sampling: SamplingConfig, rng: np.random.Generator
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    image = np.ascontiguousarray(np.moveaxis(image, sampling.axis, 0))  # one copy, then cheap slices
-    label = np.ascontiguousarray(np.moveaxis(label, sampling.axis, 0))
-    for k in range(image.shape[0]):
-        yield k, image[k], label[k]
+    """(position, image, label) of every candidate sample at its native size: slices, the volume, or 3D patches."""
+    assert case.label is not None
+    if sampling.windowed:
+        yield from _patches(case, sampling, rng)
+        return
+    images, labels = stack_samples(case.image, sampling), stack_samples(case.label, sampling)
+    for position in range(images.shape[0]):
+        yield position, images[position], labels[position]
 
 
-def _patch_starts(size: int, patch: int, stride: int) -> list[int]:
-    if size <= patch:
-        return [0]
-    starts = list(range(0, size - patch + 1, stride))
-    if starts[-1] != size - patch:
-        starts.append(size - patch)
-    return starts
+def _patches(case: Prepared, sampling: SamplingConfig, rng: np.random.Generator):
+    """Patches of `shape` on the shared window grid (every `stride`), foreground-biased: a patch without label is
+    kept with probability `background_keep`. Volumes smaller than a patch are centre-padded first."""
+    assert case.label is not None and sampling.stride is not None
+    grown = tuple(max(n, p) for n, p in zip(case.image.shape, sampling.shape))
+    image = fit_shape(case.image, grown, "pad", 0, fill=case.fill)
+    label = fit_shape(case.label, grown, "pad", 0, fill=0)
+    for number, corner in enumerate(grid.corners(grown, sampling.shape, sampling.stride)):
+        window = grid.box(corner, sampling.shape)
+        patch_label = label[window]
+        if patch_label.any() or rng.random() < sampling.background_keep:
+            yield number, image[window], patch_label
 
 
-def _patches(
-    image: np.ndarray, label: np.ndarray, sampling: SamplingConfig, rng: np.random.Generator
-) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    shape, stride = sampling.shape, sampling.stride
-    assert stride is not None
-    grown = tuple(max(n, p) for n, p in zip(image.shape, shape))
-    image = fit_shape(image, grown, "pad", 0, fill=float(image.min()))
-    label = fit_shape(label, grown, "pad", 0, fill=0)
-    number = 0
-    for z in _patch_starts(grown[0], shape[0], stride[0]):
-        for y in _patch_starts(grown[1], shape[1], stride[1]):
-            for x in _patch_starts(grown[2], shape[2], stride[2]):
-                window = (slice(z, z + shape[0]), slice(y, y + shape[1]), slice(x, x + shape[2]))
-                patch_label = label[window]
-                if patch_label.any() or rng.random() < sampling.background_keep:
-                    yield number, image[window], patch_label
-                number += 1
+def fitted_samples(job: CaseJob, case: Prepared, rng: np.random.Generator) -> tuple[list, list, list]:
+    """The original samples kept by `min_foreground`, fitted to the sample shape: (images, labels, positions)."""
+    sampling, shape = job.sampling, job.sampling.shape
+    images, labels, positions = [], [], []
+    for position, image, label in cut_samples(case, sampling, rng):
+        if sampling.min_foreground > 0 and np.count_nonzero(label) / label.size < sampling.min_foreground:
+            continue
+        images.append(fit_sample(image, shape, job.preprocess, case.fill))
+        labels.append(fit_label(label, shape, job.preprocess))
+        positions.append(position)
+    return images, labels, positions
+
+
+def augmented_copies(job: CaseJob, images: list, labels: list, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Append `copies` augmented copies of every original in place; returns (original index, copy) per sample."""
+    originals = len(images)
+    copies = [(i, 0) for i in range(originals)]
+    if job.augment is None or job.copies <= 0:
+        return copies
+    for copy in range(1, job.copies + 1):
+        for i in range(originals):
+            params = augment.sample_params(job.augment, job.sampling.shape, rng)
+            image, label = augment.apply(images[i], labels[i], params)
+            images.append(image)
+            labels.append(label)
+            copies.append((i, copy))
+    return copies
 
 
 def process_case(job: CaseJob) -> CaseSamples:
     """Turn one list entry into its samples (originals first, then their augmented copies)."""
-    entry, pre, sampling = job.entry, job.preprocess, job.sampling
-    image_volume, label_volume = load_case(job.entry)
-    try:
-        label = job.label_map.apply(label_volume.array, job.n_classes)
-    except CaseError as exc:
-        raise CaseError(f"{entry.source}: label '{entry.label}': {exc}") from exc
-    image, spacing = image_volume.array, image_volume.spacing
-    if pre.spacing is not None:
-        if len(pre.spacing) != len(spacing):
-            raise UserError(f"--spacing needs {len(spacing)} values for these volumes")
-        image = resample(image, spacing, pre.spacing, INTERPOLATIONS[pre.interpolation])
-        label = resample(label, spacing, pre.spacing, 0)
-        spacing = pre.spacing
-    image = normalize(image, pre)
-    fill = float(image.min())  # the whole volume's minimum, as prediction pads with
-    if pre.crop_roi_mm is not None:
-        box = roi_slices(label, spacing, pre.crop_roi_mm)
-        image, label = image[box], label[box]
+    image, label = load_case(job.entry)
+    case = prepare(image, job.preprocess, remap_label(job, label))
+    max_label = int(case.label.max(initial=0))
+    case = crop_to_roi(case, job.preprocess.crop_roi_mm)
     rng = np.random.default_rng([job.seed, job.index])
-    order = INTERPOLATIONS[pre.interpolation]
-    if sampling.mode == "2d":
-        raw = _slices(image, label, sampling)
-    elif sampling.stride is None:
-        raw = iter([(0, image, label)])
-    else:
-        raw = _patches(image, label, sampling, rng)
-    images, labels, positions = [], [], []
-    for position, sample_image, sample_label in raw:
-        if sampling.min_foreground > 0 and np.count_nonzero(sample_label) / sample_label.size < sampling.min_foreground:
-            continue
-        images.append(fit_shape(sample_image, sampling.shape, pre.fit, order, fill))
-        labels.append(fit_shape(sample_label, sampling.shape, pre.fit, 0, 0))
-        positions.append(position)
-    copies: list[tuple[int, int]] = [(i, 0) for i in range(len(images))]
-    if job.augment is not None and job.copies > 0:
-        originals = len(images)
-        for copy in range(1, job.copies + 1):
-            for i in range(originals):
-                params = augment.sample_params(job.augment, sampling.shape, rng)
-                aug_image, aug_label = augment.apply(images[i], labels[i], params)
-                images.append(aug_image)
-                labels.append(aug_label)
-                copies.append((i, copy))
-    if not images:
-        return CaseSamples(
-            entry.case_id,
-            np.zeros((0, *sampling.shape), np.float32),
-            np.zeros((0, *sampling.shape), np.uint8),
-            np.zeros(0, np.int16),
-            np.zeros(0, np.int32),
-            int(label.max(initial=0)),
-        )
+    images, labels, positions = fitted_samples(job, case, rng)
+    copies = augmented_copies(job, images, labels, rng)
+    shape = job.sampling.shape
     return CaseSamples(
-        case_id=entry.case_id,
-        images=np.stack(images).astype(np.float32, copy=False),
-        labels=np.stack(labels).astype(np.uint8, copy=False),
+        case_id=job.entry.case_id,
+        images=np.stack(images).astype(np.float32, copy=False) if images else np.zeros((0, *shape), np.float32),
+        labels=np.stack(labels).astype(np.uint8, copy=False) if labels else np.zeros((0, *shape), np.uint8),
         augmented=np.array([c for _, c in copies], np.int16),
         positions=np.array([positions[i] for i, _ in copies], np.int32),
-        max_label=int(label.max(initial=0)),
+        max_label=max_label,
     )

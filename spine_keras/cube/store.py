@@ -162,7 +162,20 @@ def write_cube_arrays(
     images = np.asarray(images, dtype=np.float32).reshape(labels.shape + (1,))
     n = labels.shape[0]
     n_classes = int(attrs.pop("n_classes", int(labels.max()) + 1 if labels.size else 2))
-    defaults: dict[str, Any] = {
+    cube_attrs = {**_default_attrs(labels, n_classes), **attrs}
+    with h5py.File(path, "w") as handle:
+        writer = CubeWriter(handle, labels.shape[1:])
+        aug = np.zeros(n, np.int16) if augmented is None else np.asarray(augmented, np.int16)
+        for case in dict.fromkeys(case_ids):
+            index = np.array([i for i, c in enumerate(case_ids) if c == case])
+            writer.append(images[index], labels[index], case, aug[index], index.astype(np.int32))
+        write_attrs(handle, cube_attrs)
+    return path
+
+
+def _default_attrs(labels: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Attributes of an in-memory cube when the caller gives none: mode from the labels' rank, generic classes."""
+    return {
         "format": CUBE_FORMAT,
         "mode": f"{labels.ndim - 1}d",
         "n_classes": n_classes,
@@ -185,12 +198,3 @@ def write_cube_arrays(
             "background_keep": 0.1,
         },
     }
-    defaults.update(attrs)
-    with h5py.File(path, "w") as handle:
-        writer = CubeWriter(handle, labels.shape[1:])
-        aug = np.zeros(n, np.int16) if augmented is None else np.asarray(augmented, np.int16)
-        for case in dict.fromkeys(case_ids):
-            index = np.array([i for i, c in enumerate(case_ids) if c == case])
-            writer.append(images[index], labels[index], case, aug[index], index.astype(np.int32))
-        write_attrs(handle, defaults)
-    return path

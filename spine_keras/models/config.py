@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
+from spine_keras.choices import ACTIVATIONS, NORMALIZATIONS, UPSAMPLINGS
 from spine_keras.errors import UserError
 from spine_keras.models.registry import ARCHS, PRESETS, VGG16_CONVS, ArchSpec, arch_code
 
-ACTIVATIONS = ("relu", "prelu", "leaky_relu")
-NORMALIZATIONS = ("batch", "group", "instance", "none")
-UPSAMPLINGS = ("transpose", "resize")
 FINAL_ACTIVATIONS = ("softmax", "none")
 OVERRIDES = (
     "filters",
@@ -25,6 +23,8 @@ OVERRIDES = (
     "deep_supervision",
 )
 _AXES = {2: ("H", "W"), 3: ("D", "H", "W")}
+VGG_MAX_SCALE = 8  # VGG16 widths 64..512 are 1x..8x its initial 64 filters
+FC_SCALE = 16  # fcn's fc6/fc7 width in initial filters (VGG16's 4096 would be 64x; 16x keeps 3D models tractable)
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,12 @@ class BuildConfig:
     def rank(self) -> int:
         """Number of spatial axes: 2 or 3."""
         return len(self.input_shape) - 1
+
+
+def level_filters(cfg: BuildConfig, level: int) -> int:
+    """Filters at `level` (0 = full resolution): doubling per level, capped at 8x for the VGG16 encoder."""
+    scale = 2**level
+    return cfg.filters * (min(scale, VGG_MAX_SCALE) if cfg.spec.vgg else scale)
 
 
 def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -98,24 +104,8 @@ def make_config(arch: str, input_shape: Sequence[int], n_classes: int, overrides
         raise UserError(f"unknown override(s) {', '.join(unknown)}; valid: {', '.join(OVERRIDES)}")
     shape = _input_shape(input_shape)
     n_classes = _int("n_classes", n_classes, 2)
-    opts = {
-        "filters": PRESETS[code]["filters"],
-        "activation": PRESETS[code]["activation"],
-        "depth": len(VGG16_CONVS) if spec.vgg else 4,
-        "normalization": "batch",
-        "dropout": 0.0,
-        "upsampling": "transpose",
-        "final_activation": "softmax",
-        "deep_supervision": spec.deep_supervision,
-    }
-    opts.update(overrides)
-    depth = _int("depth", opts["depth"], 1, len(VGG16_CONVS) if spec.vgg else None)
-    if spec.fcn and depth != len(VGG16_CONVS):
-        raise UserError(f"fcn has the fixed depth 5 of VGG16 (pool3/pool4/pool5 fusion), got depth={depth}")
-    if spec.fcn and opts["deep_supervision"]:
-        raise UserError("fcn has no decoder levels for deep supervision; use a U-Net code such as ud")
-    if not isinstance(opts["deep_supervision"], bool):
-        raise UserError(f"deep_supervision must be True or False, got {opts['deep_supervision']!r}")
+    opts = {**_defaults(code, spec), **overrides}
+    depth = _depth(spec, opts)
     dropout = opts["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise UserError(f"dropout must be a rate in [0, 1), got {dropout!r}")
@@ -136,3 +126,29 @@ def make_config(arch: str, input_shape: Sequence[int], n_classes: int, overrides
         final_activation=None if final == "none" else final,
         deep_supervision=opts["deep_supervision"],
     )
+
+
+def _defaults(code: str, spec: ArchSpec) -> dict[str, Any]:
+    """The build options of `code` before overrides: its preset's filters and activation, then the house defaults."""
+    return {
+        "filters": PRESETS[code]["filters"],
+        "activation": PRESETS[code]["activation"],
+        "depth": len(VGG16_CONVS) if spec.vgg else 4,
+        "normalization": "batch",
+        "dropout": 0.0,
+        "upsampling": "transpose",
+        "final_activation": "softmax",
+        "deep_supervision": spec.deep_supervision,
+    }
+
+
+def _depth(spec: ArchSpec, opts: dict[str, Any]) -> int:
+    """The checked depth; also the options a depth or arch rules out (fcn's fixed depth, its lack of a decoder)."""
+    depth = _int("depth", opts["depth"], 1, len(VGG16_CONVS) if spec.vgg else None)
+    if spec.fcn and depth != len(VGG16_CONVS):
+        raise UserError(f"fcn has the fixed depth 5 of VGG16 (pool3/pool4/pool5 fusion), got depth={depth}")
+    if spec.fcn and opts["deep_supervision"]:
+        raise UserError("fcn has no decoder levels for deep supervision; use a U-Net code such as ud")
+    if not isinstance(opts["deep_supervision"], bool):
+        raise UserError(f"deep_supervision must be True or False, got {opts['deep_supervision']!r}")
+    return depth

@@ -5,11 +5,8 @@ from __future__ import annotations
 from keras import layers
 
 from spine_keras.models import blocks
-from spine_keras.models.config import BuildConfig
+from spine_keras.models.config import FC_SCALE, BuildConfig, level_filters
 from spine_keras.models.registry import VGG16_CONVS
-from spine_keras.models.unet import level_filters
-
-FC_SCALE = 16  # fc6/fc7 width in initial filters (VGG16's 4096 would be 64x; 16x keeps 3D models tractable)
 
 
 def build_fcn(inputs, cfg: BuildConfig) -> list:

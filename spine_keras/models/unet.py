@@ -5,16 +5,8 @@ from __future__ import annotations
 from keras import layers
 
 from spine_keras.models import blocks
-from spine_keras.models.config import BuildConfig
+from spine_keras.models.config import BuildConfig, level_filters
 from spine_keras.models.registry import VGG16_CONVS
-
-VGG_MAX_SCALE = 8  # VGG16 widths 64..512 are 1x..8x its initial 64 filters
-
-
-def level_filters(cfg: BuildConfig, level: int) -> int:
-    """Filters at `level` (0 = full resolution): doubling per level, capped at 8x for the VGG16 encoder."""
-    scale = 2**level
-    return cfg.filters * (min(scale, VGG_MAX_SCALE) if cfg.spec.vgg else scale)
 
 
 def _block(x, filters: int, cfg: BuildConfig, name: str):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from spine_keras import outputs
-from spine_keras.metrics import dice_per_class, iou_per_class
+from spine_keras.metrics import confusion_matrix, dice_per_class, iou_per_class
 
 OVERALL = "mean"
 POOLED = "all voxels"
@@ -33,10 +33,8 @@ def _scores(case_id: str, confusion: np.ndarray) -> CaseScores:
 
 def case_scores(case_id: str, predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> CaseScores:
     """Dice = 2|P∩T|/(|P|+|T|) and IoU = |P∩T|/|P∪T| for every class id in 0..n_classes-1."""
-    pred = predicted.ravel().astype(np.int64)
-    true = truth.ravel().astype(np.int64)
-    confusion = np.bincount(true * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-    return _scores(case_id, confusion)
+    counts = confusion_matrix(np.asarray(truth)[None], np.asarray(predicted)[None], n_classes)
+    return _scores(case_id, np.asarray(counts, dtype=np.int64))
 
 
 def overall(scores: Sequence[CaseScores]) -> CaseScores:
@@ -80,7 +78,7 @@ def _cell(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.6f}"
 
 
-def write_csv(scores: Sequence[CaseScores], class_names: Sequence[str], path: Path | str) -> Path:
+def write_scores_csv(scores: Sequence[CaseScores], class_names: Sequence[str], path: Path | str) -> Path:
     """Write `rows` as CSV (case,class,dice,iou; empty where undefined), atomically."""
     table = [[case, name, _cell(dice), _cell(iou)] for case, name, dice, iou in rows(scores, class_names)]
     return outputs.write_csv(table, ["case", "class", "dice", "iou"], path)

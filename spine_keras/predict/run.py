@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spine_keras.bundle import ModelBundle
+from spine_keras.choices import FORMATS
 from spine_keras.errors import CaseError, UserError
 from spine_keras.io import (
     SUPPORTED_SUFFIXES,
@@ -22,12 +24,10 @@ from spine_keras.io import (
     suffix_of,
     write_volume,
 )
-from spine_keras.predict.metrics import CaseScores, case_scores, format_table, write_csv
+from spine_keras.predict.metrics import CaseScores, case_scores, format_table, write_scores_csv
 from spine_keras.predict.model import Segmenter
 from spine_keras.predict.volume import predict_volume
-from spine_keras.preprocess import LabelMap
 
-FORMATS = {"nrrd": ".nrrd", "nii": ".nii", "nii.gz": ".nii.gz", "mha": ".mha"}
 METRICS_CSV = "metrics.csv"
 LIST_SUFFIXES = (".txt", ".csv", ".lst", ".list")
 
@@ -117,7 +117,7 @@ def _where(job: Job) -> str:
     return f"{job.source}: " if job.source else ""
 
 
-def read_truth(job: Job, image: Volume, metadata: dict) -> np.ndarray:
+def read_truth(job: Job, image: Volume, bundle: ModelBundle) -> np.ndarray:
     """The ground truth as class ids (through the bundle's label map), on the image's grid."""
     assert job.label is not None
     label = read_volume(job.label, job.source or None)
@@ -127,7 +127,7 @@ def read_truth(job: Job, image: Volume, metadata: dict) -> np.ndarray:
             f"{image.shape}; they must match voxel for voxel"
         )
     try:
-        return LabelMap.parse(metadata.get("label_map")).apply(label.array, int(metadata["n_classes"]))
+        return bundle.truth_map().apply(label.array, bundle.n_classes)
     except CaseError as exc:
         raise CaseError(f"{_where(job)}label '{job.label}': {exc}") from exc
 
@@ -140,7 +140,7 @@ def output_path(out_dir: Path, job: Job, kind: str, fmt: str | None) -> Path:
 def predict_job(job: Job, segmenter: Segmenter, options: PredictOptions) -> tuple[list[Path], CaseScores | None]:
     """Segment one job, write its outputs, score it when ground truth is given."""
     image = read_volume(job.image, job.source or None)
-    truth = read_truth(job, image, segmenter.metadata) if job.label is not None else None
+    truth = read_truth(job, image, segmenter.bundle) if job.label is not None else None
     try:
         prediction = predict_volume(image, segmenter, options.overlap, options.batch_size, options.probabilities)
     except CaseError as exc:
@@ -152,7 +152,7 @@ def predict_job(job: Job, segmenter: Segmenter, options: PredictOptions) -> tupl
         write_volume(prediction.probabilities, written[1])
     scores = None
     if truth is not None:
-        scores = case_scores(job.case_id, prediction.labels.array, truth, int(segmenter.metadata["n_classes"]))
+        scores = case_scores(job.case_id, prediction.labels.array, truth, segmenter.bundle.n_classes)
     return written, scores
 
 
@@ -186,7 +186,7 @@ def predict_inputs(
             report.scores.append(scores)
         log(f"{job.case_id}: {time.perf_counter() - start:.1f} s -> {', '.join(str(p) for p in written)}")
     if report.scores:
-        names = list(segmenter.metadata["class_names"])
+        names = list(segmenter.bundle.class_names)
         report.table = format_table(report.scores, names)
-        report.metrics_csv = write_csv(report.scores, names, options.out_dir / METRICS_CSV)
+        report.metrics_csv = write_scores_csv(report.scores, names, options.out_dir / METRICS_CSV)
     return report

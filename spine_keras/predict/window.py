@@ -6,10 +6,11 @@ volume never has to fit on the device.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
+
+from spine_keras import grid
 
 SIGMA_SCALE = 0.125  # Gaussian sigma as a fraction of the window side (nnU-Net's and MONAI's default)
 MIN_WEIGHT = 1e-3  # floor of the importance map, so voxels seen only by window borders still count
@@ -28,32 +29,17 @@ def gaussian_importance(window: Sequence[int], sigma_scale: float = SIGMA_SCALE)
     return np.maximum(weights, MIN_WEIGHT).astype(np.float32)
 
 
-def window_starts(size: int, window: int, overlap: float) -> list[int]:
-    """Window starts covering `size` voxels in steps of window*(1-overlap), the last flush with the end."""
-    if size <= window:
-        return [0]
-    step = max(1, round(window * (1.0 - overlap)))
-    starts = list(range(0, size - window + 1, step))
-    if starts[-1] != size - window:
-        starts.append(size - window)
-    return starts
-
-
 def window_grid(shape: Sequence[int], window: Sequence[int], overlap: float) -> list[tuple[int, ...]]:
-    """All window start corners over a grid of `shape` (every side >= the window side)."""
-    return list(itertools.product(*(window_starts(n, w, overlap) for n, w in zip(shape, window))))
+    """Window start corners over a grid of `shape` (every side >= the window side), on the shared `grid`."""
+    return grid.corners(shape, window, [grid.step_for_overlap(int(w), overlap) for w in window])
 
 
 def weight_sum(shape: Sequence[int], window: Sequence[int], overlap: float, weights: np.ndarray) -> np.ndarray:
     """Per-voxel sum of the importance weights of every window covering it (the stitching denominator)."""
     total = np.zeros(tuple(shape), np.float32)
     for start in window_grid(shape, window, overlap):
-        total[_box(start, window)] += weights
+        total[grid.box(start, window)] += weights
     return total
-
-
-def _box(start: Sequence[int], window: Sequence[int]) -> tuple[slice, ...]:
-    return tuple(slice(s, s + w) for s, w in zip(start, window))
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -79,16 +65,14 @@ def sliding_window(
     spatial = samples.shape[1:-1]
     if any(n < w for n, w in zip(spatial, window)):
         raise ValueError(f"samples {spatial} are smaller than the window {window}; pad them first")
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
     weights = gaussian_importance(window) if gaussian else np.ones(window, np.float32)
     starts = window_grid(spatial, window, overlap)
     total = np.zeros(samples.shape[:-1] + (n_classes,), np.float32)
     tasks = [(i, start) for i in range(samples.shape[0]) for start in starts]
     for batch in _chunks(tasks, max(1, batch_size)):
-        inputs = np.stack([samples[(i, *_box(start, window))] for i, start in batch])
+        inputs = np.stack([samples[(i, *grid.box(start, window))] for i, start in batch])
         probabilities = run(inputs)
         for (i, start), prob in zip(batch, probabilities):
-            total[(i, *_box(start, window))] += prob * weights[..., None]
+            total[(i, *grid.box(start, window))] += prob * weights[..., None]
     denominator = weight_sum(spatial, window, overlap, weights)
     return total / denominator[None, ..., None]

@@ -10,7 +10,7 @@ import numpy as np
 
 from spine_keras import outputs
 from spine_keras.metrics import metric_key
-from spine_keras.train.reports import fmt, write_csv, write_markdown
+from spine_keras.train.reports import fmt, run_label, write_markdown
 
 GLOBAL_ROWS = (("IoU without background", "val_miou_nobg"), ("IoU with background", "val_miou"))
 
@@ -46,12 +46,17 @@ def write_fold_summary(results: Sequence[dict[str, Any]], class_names: Sequence[
     stats = {label: mean_std(results, key) for label, key in keys}
     rows.append({"fold": "mean", "best_epoch": "", **{label: s[0] for label, s in stats.items()}})
     rows.append({"fold": "std", "best_epoch": "", **{label: s[1] for label, s in stats.items()}})
-    write_csv(rows, folder / "folds.csv")
+    outputs.write_csv(rows, list(rows[0]), folder / "folds.csv")
     write_markdown(rows, folder / "folds.md", f"Validation IoU per fold ({results[0]['arch']})")
 
 
-def write_comparison(results: dict[str, list[dict[str, Any]]], class_names: Sequence[str], folder: Path) -> None:
-    """`comparison.md`, `comparison.csv` and `comparison.png`: rows = classes then global IoUs, columns = archs."""
+def write_comparison(
+    results: dict[str, list[dict[str, Any]]], class_names: Sequence[str], folder: Path, run: Path | str | None = None
+) -> None:
+    """`comparison.md`, `comparison.csv` and `comparison.png`: rows = classes then global IoUs, columns = archs.
+
+    The plot's title names the archs and the run (`run`, default `folder`).
+    """
     archs = list(results)
     keys = table_rows(class_names)
     stats = {arch: [mean_std(results[arch], key) for _, key in keys] for arch in archs}
@@ -62,7 +67,7 @@ def write_comparison(results: dict[str, list[dict[str, Any]]], class_names: Sequ
         }
         for i, (label, _) in enumerate(keys)
     ]
-    write_csv(csv_rows, folder / "comparison.csv")
+    outputs.write_csv(csv_rows, list(csv_rows[0]), folder / "comparison.csv")
     n_folds = max(len(r) for r in results.values())
     md_rows = [
         {"": label, **{arch: cell(*stats[arch][i], len(results[arch])) for arch in archs}}
@@ -71,11 +76,12 @@ def write_comparison(results: dict[str, list[dict[str, Any]]], class_names: Sequ
     write_markdown(
         md_rows, folder / "comparison.md", f"Validation IoU per class and global, mean ± std over {n_folds} fold(s)"
     )
-    _bar_chart([label for label, _ in keys], stats, folder / "comparison.png")
+    title = f"{', '.join(archs)}: validation IoU, mean ± std over {n_folds} fold(s)\nrun {run_label(run or folder)}"
+    _bar_chart([label for label, _ in keys], stats, folder / "comparison.png", title)
 
 
-def _bar_chart(labels: list[str], stats: dict[str, list[tuple[float, float]]], path: Path) -> None:
-    """Grouped bars: one group per table row, one bar per arch, error bars = std over folds."""
+def _bar_chart(labels: list[str], stats: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
+    """Grouped bars under `title`: one group per table row, one bar per arch, error bars = std over folds."""
     plt = outputs.pyplot()
     archs = list(stats)
     width = 0.8 / len(archs)
@@ -86,6 +92,7 @@ def _bar_chart(labels: list[str], stats: dict[str, list[tuple[float, float]]], p
         stds = np.nan_to_num([s for _, s in stats[arch]])
         axes.bar(x + (i - (len(archs) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=arch)
     axes.set_xticks(x, labels, rotation=20, ha="right")
+    axes.set_title(title, fontsize=10)
     axes.set_ylabel("IoU")
     axes.set_ylim(0, 1)
     axes.grid(axis="y", alpha=0.3)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from spine_keras.augment import AugmentConfig
-from spine_keras.bundle import make_metadata, read_metadata, versions, write_json, write_metadata
+from spine_keras.bundle import ModelBundle, Provenance, file_sha256, read_bundle, versions, write_json
 from spine_keras.data import CubeInfo, CubeReader, Split, train_dataset, val_dataset, val_steps
 from spine_keras.errors import UserError
 from spine_keras.losses import make_loss
 from spine_keras.models import build_model, preset
+from spine_keras.prepare import SamplingConfig
+from spine_keras.preprocess import PreprocessConfig
 from spine_keras.train.callbacks import (
     MONITOR,
     STATE_NAME,
@@ -58,6 +63,11 @@ class Context:
     def global_batch(self) -> int:
         """Per-replica batch times the replicas of all workers."""
         return self.batch * self.strategy.num_replicas_in_sync
+
+    @property
+    def verbose(self) -> int:
+        """Keras verbosity of this process: the settings' on the chief, silent on other workers."""
+        return self.settings.verbose if self.chief else 0
 
     def steps_per_epoch(self, split: Split) -> int:
         """Whole global batches of training samples per epoch, capped by --steps-per-epoch."""
@@ -108,23 +118,40 @@ def model_config(ctx: Context, arch: str) -> dict[str, Any]:
     }
 
 
-def _metadata(ctx: Context, arch: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Bundle metadata (spine_keras.json) that export and prediction read."""
+def _metadata(ctx: Context, arch: str, split: Split, metrics: dict[str, Any]) -> ModelBundle:
+    """The typed bundle (spine_keras.json) that export and prediction read."""
     attrs = ctx.cube.attrs
-    return make_metadata(
-        arch=arch,
-        mode=ctx.cube.mode,
-        input_shape=list(ctx.cube.input_shape),
-        class_names=ctx.cube.class_names,
-        preprocess=attrs.get("preprocess"),
-        axis=(attrs.get("sampling") or {}).get("axis"),
-        label_map=attrs.get("label_map"),
-        model_config=model_config(ctx, arch),
-        preset=preset(arch),
-        cube=attrs,
-        metrics=metrics,
-        sampling=attrs.get("sampling"),
+    provenance = Provenance(
+        cube=str(ctx.cube.path.resolve()),
+        cube_format=str(attrs.get("format", "")),
+        cube_sha256=_cube_sha256(ctx.cube.path),
+        source_list=str(attrs.get("source_list", "")),
+        split=split.name,
+        train_cases=tuple(split.train_cases),
+        val_cases=tuple(split.val_cases),
+        created=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
+    build = model_config(ctx, arch)
+    for key in ("arch", "input_shape", "n_classes"):
+        build.pop(key)
+    return ModelBundle(
+        arch=arch,
+        input_shape=tuple(ctx.cube.input_shape),
+        class_names=tuple(ctx.cube.class_names),
+        preprocess=PreprocessConfig.from_dict(attrs.get("preprocess") or {}),
+        sampling=SamplingConfig.from_dict(attrs.get("sampling") or {"mode": ctx.cube.mode}),
+        label_map=attrs.get("label_map"),
+        build=build,
+        preset=preset(arch),
+        provenance=provenance,
+        metrics=metrics,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _cube_sha256(path: Path) -> str:
+    """The cube's content hash, computed once per process (a cube can be gigabytes)."""
+    return file_sha256(path)
 
 
 def _build(ctx: Context, arch: str, folder: Path, state: dict[str, Any] | None) -> keras.Model:
@@ -142,70 +169,28 @@ def _build(ctx: Context, arch: str, folder: Path, state: dict[str, Any] | None) 
 
 
 def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder: Path) -> dict[str, Any]:
-    """Train `arch` on `split` into bundle `folder` (read on resume); this process writes to `write_folder`."""
+    """Train `arch` on `split` into bundle `folder` (read on resume); this process writes to `write_folder`.
+
+    Steps: read the resume state (a finished job returns its result), build the model, make the datasets and the
+    callbacks, fit, then write the job's result and final state.
+    """
     state = read_state(folder) if ctx.resume else None
-    if state and state.get("completed") and (state["stopped_early"] or state["epoch"] >= ctx.settings.epochs):
+    if state is not None and _finished(state, ctx.settings.epochs):
         return state["result"]
     if state and state.get("split") not in (None, split.to_dict()):
         raise UserError(f"cannot resume {folder}: the cube or split settings changed since it was started")
     write_folder.mkdir(parents=True, exist_ok=True)
     write_json(job_config(ctx, arch, split), write_folder / "config.json")
-    settings, names = ctx.settings, ctx.cube.class_names
     model = _build(ctx, arch, folder, state)
+    settings = ctx.settings
     loss = make_loss(settings.loss, len(model.outputs), settings.dice_background, settings.dice_smooth)
     steps = Steps(ctx.strategy, model, loss, ctx.global_batch, ctx.cube.n_classes, settings.jit)
-    reader = CubeReader(ctx.cube.path, ctx.augment, settings.seed)
     n_steps, initial_epoch = ctx.steps_per_epoch(split), int(state["epoch"]) if state else 0
-    train_iter = iter(
-        ctx.strategy.distribute_datasets_from_function(
-            lambda c: train_dataset(
-                reader,
-                split.train,
-                ctx.batch,
-                ctx.global_batch,
-                n_steps,
-                settings.seed,
-                (initial_epoch, settings.epochs),
-                c,
-            )
-        )
-    )
-    val_iter = iter(
-        ctx.strategy.distribute_datasets_from_function(
-            lambda c: val_dataset(reader, split.val, ctx.batch, ctx.global_batch, c)
-        )
-    )
-    validation = ValidationIoU(make_evaluator(steps, val_iter, val_steps(len(split.val), ctx.global_batch)), names)
-    title = f"{arch} {split.name}: validation IoU and Dice at the best epoch"
-
-    def on_best(epoch: int, logs: dict[str, Any]) -> None:
-        write_metadata(_metadata(ctx, arch, best_metrics(epoch, logs)), write_folder)
-        write_class_table(validation.confusion, names, write_folder, title)
-
-    best = BestCheckpoint(write_folder, on_best)
-    stateful = _stateful_callbacks(settings)
-    run_state = RunState(write_folder, best, stateful, {"split": split.to_dict()})
-    verbose = settings.verbose if ctx.chief else 0
-    callbacks = [keras.callbacks.ProgbarLogger()] if verbose else []
-    callbacks += [
-        validation,
-        best,
-        EpochSummary(names, best, print if verbose else lambda _: None),
-        keras.callbacks.CSVLogger(str(write_folder / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(write_folder / "logs"), write_graph=False),
-        *stateful,
-        keras.callbacks.TerminateOnNaN(),
-        run_state,
-    ]
-    callback_list = keras.callbacks.CallbackList(
-        callbacks, add_history=True, model=model, epochs=settings.epochs, steps=n_steps, verbose=verbose
-    )
-    if verbose:
-        print(
-            f"training {arch} on {split.name}: {len(split.train)} samples ({len(split.train_cases)} cases), "
-            f"validating on {len(split.val)} originals ({len(split.val_cases)} cases); "
-            f"{ctx.strategy.num_replicas_in_sync} replica(s) x batch {ctx.batch}, {n_steps} steps/epoch"
-        )
+    train_iter, val_iter = _datasets(ctx, split, n_steps, initial_epoch)
+    evaluator = make_evaluator(steps, val_iter, val_steps(len(split.val), ctx.global_batch))
+    callbacks = _callbacks(ctx, arch, split, model, evaluator, write_folder)
+    if ctx.verbose:
+        _announce(ctx, arch, split, n_steps)
     fit(
         model,
         steps,
@@ -213,28 +198,131 @@ def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder:
         settings.epochs,
         initial_epoch,
         n_steps,
-        callback_list,
-        on_begin=lambda: run_state.restore(state) if state else None,
+        callbacks.callback_list,
+        on_begin=lambda: callbacks.run_state.restore(state) if state else None,
     )
+    return _finish(ctx, arch, split, folder, write_folder, callbacks, initial_epoch)
+
+
+def _finished(state: dict[str, Any], epochs: int) -> bool:
+    """True when a resumed job already completed: it stopped early or reached the requested epochs."""
+    return bool(state.get("completed") and (state["stopped_early"] or state["epoch"] >= epochs))
+
+
+def _datasets(ctx: Context, split: Split, n_steps: int, initial_epoch: int) -> tuple[Iterator[Any], Iterator[Any]]:
+    """Distributed iterators over the split's training (augmented, resumed at `initial_epoch`) and validation data."""
+    settings = ctx.settings
+    reader = CubeReader(ctx.cube.path, ctx.augment, settings.seed)
+    epochs = (initial_epoch, settings.epochs)
+    train_iter = iter(
+        ctx.strategy.distribute_datasets_from_function(
+            lambda c: train_dataset(reader, split.train, ctx.batch, ctx.global_batch, n_steps, settings.seed, epochs, c)
+        )
+    )
+    val_iter = iter(
+        ctx.strategy.distribute_datasets_from_function(
+            lambda c: val_dataset(reader, split.val, ctx.batch, ctx.global_batch, c)
+        )
+    )
+    return train_iter, val_iter
+
+
+@dataclass
+class _JobCallbacks:
+    """The job's callbacks, with the two whose state the job reads after fitting."""
+
+    callback_list: keras.callbacks.CallbackList
+    best: BestCheckpoint
+    run_state: RunState
+
+
+def _callbacks(
+    ctx: Context,
+    arch: str,
+    split: Split,
+    model: keras.Model,
+    evaluator: Callable[[], tuple[np.ndarray, float]],
+    write_folder: Path,
+) -> _JobCallbacks:
+    """Validation, best checkpoint (bundle metadata and class table), logs, plateau callbacks and the run state."""
+    settings, names = ctx.settings, ctx.cube.class_names
+    validation = ValidationIoU(evaluator, names)
+    best = BestCheckpoint(write_folder, _on_best(ctx, arch, split, validation, write_folder))
+    stateful = _stateful_callbacks(settings)
+    run_state = RunState(write_folder, best, stateful, {"split": split.to_dict()})
+    callbacks = [keras.callbacks.ProgbarLogger()] if ctx.verbose else []
+    callbacks += [
+        validation,
+        best,
+        EpochSummary(names, best, print if ctx.verbose else lambda _: None),
+        keras.callbacks.CSVLogger(str(write_folder / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(write_folder / "logs"), write_graph=False),
+        *stateful,
+        keras.callbacks.TerminateOnNaN(),
+        run_state,
+    ]
+    callback_list = keras.callbacks.CallbackList(
+        callbacks,
+        add_history=True,
+        model=model,
+        epochs=settings.epochs,
+        steps=ctx.steps_per_epoch(split),
+        verbose=ctx.verbose,
+    )
+    return _JobCallbacks(callback_list, best, run_state)
+
+
+def _on_best(
+    ctx: Context, arch: str, split: Split, validation: ValidationIoU, write_folder: Path
+) -> Callable[[int, dict[str, Any]], None]:
+    """What a new best epoch writes: the bundle metadata with its metrics, and the per-class IoU/Dice table."""
+    title = f"{arch} {split.name}: validation IoU and Dice at the best epoch"
+
+    def on_best(epoch: int, logs: dict[str, Any]) -> None:
+        _metadata(ctx, arch, split, best_metrics(epoch, logs)).write(write_folder)
+        write_class_table(validation.confusion, ctx.cube.class_names, write_folder, title)
+
+    return on_best
+
+
+def _announce(ctx: Context, arch: str, split: Split, n_steps: int) -> None:
+    """One line naming the job, its data and its batch layout before the first epoch."""
+    print(
+        f"training {arch} on {split.name}: {len(split.train)} samples ({len(split.train_cases)} cases), "
+        f"validating on {len(split.val)} originals ({len(split.val_cases)} cases); "
+        f"{ctx.strategy.num_replicas_in_sync} replica(s) x batch {ctx.batch}, {n_steps} steps/epoch"
+    )
+
+
+def _finish(
+    ctx: Context,
+    arch: str,
+    split: Split,
+    folder: Path,
+    write_folder: Path,
+    callbacks: _JobCallbacks,
+    initial_epoch: int,
+) -> dict[str, Any]:
+    """The job's result (best epoch and its metrics), saved with the final run state, and the history plot."""
     result = {
         "arch": arch,
         "split": split.name,
         "folder": str(folder),
-        "best_epoch": best.best_epoch,
-        "metrics": read_metadata(write_folder)["metrics"],
+        "best_epoch": callbacks.best.best_epoch,
+        "metrics": read_bundle(write_folder).metrics,
     }
-    done = run_state.epochs_done or initial_epoch
+    done = callbacks.run_state.epochs_done or initial_epoch
     write_json(
         {
-            **run_state.snapshot(),
+            **callbacks.run_state.snapshot(),
             "epoch": done,
             "completed": True,
-            "stopped_early": done < settings.epochs,
+            "stopped_early": done < ctx.settings.epochs,
             "result": result,
         },
         write_folder / STATE_NAME,
     )
-    plot_history(write_folder / "history.csv", names, write_folder)
+    plot_history(write_folder / "history.csv", ctx.cube.class_names, write_folder, arch, run=folder)
     return result
 
 

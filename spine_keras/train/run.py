@@ -86,52 +86,77 @@ def _check_batch(global_batch: int, splits: list[Split], what: str) -> None:
 
 
 def train(settings: TrainSettings, resume: bool = False) -> RunResult:
-    """Train every arch of `settings` on every split; returns the run folder and the best metrics."""
+    """Train every arch of `settings` on every split; returns the run folder and the best metrics.
+
+    Steps: check the inputs (no TensorFlow yet), resolve the run folder, make the strategy and check the global
+    batch, then train arch by arch and write the summaries. Only the chief writes the run folder; other workers
+    write to a temporary folder that is removed at the end.
+    """
     cube, splits = _check_inputs(settings)
     augment = _augment_config(settings, cube)
-    run_dir = Path(settings.out) if settings.out else default_run_dir(settings.arch, cube.mode)
     chief = is_chief()
+    run_dir = _resolve_run_dir(settings, cube, chief, resume)
+    strategy = make_strategy(settings.strategy)
+    batch = settings.batch_for(cube.mode)
+    replicas = strategy.num_replicas_in_sync
+    _check_batch(batch * replicas, splits, f"the global batch ({replicas} replicas x {batch}) =")
+    write_root = run_dir if chief else Path(tempfile.mkdtemp(prefix="spine_keras_worker_"))
+    ctx = Context(settings, cube, strategy, batch, chief, resume, augment, precision_policy(settings.mixed_precision))
+    try:
+        return _train_all(ctx, splits, run_dir, write_root)
+    finally:
+        if not chief:
+            shutil.rmtree(write_root, ignore_errors=True)
+
+
+def _resolve_run_dir(settings: TrainSettings, cube: CubeInfo, chief: bool, resume: bool) -> Path:
+    """--out or a fresh `runs/...` folder; UserError for a file, or (chief only) a non-empty folder without --resume."""
+    run_dir = Path(settings.out) if settings.out else default_run_dir(settings.arch, cube.mode)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out '{run_dir}' is a file; give a folder for the run")
     if chief and not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(
             f"run folder '{run_dir}' already exists; continue it with --resume {run_dir} or choose another --out"
         )
-    strategy = make_strategy(settings.strategy)
-    batch = settings.batch_for(cube.mode)
-    _check_batch(
-        batch * strategy.num_replicas_in_sync,
-        splits,
-        f"the global batch ({strategy.num_replicas_in_sync} replicas x {batch}) =",
-    )
-    write_root = run_dir if chief else Path(tempfile.mkdtemp(prefix="spine_keras_worker_"))
-    ctx = Context(settings, cube, strategy, batch, chief, resume, augment, precision_policy(settings.mixed_precision))
+    return run_dir
+
+
+def _train_all(ctx: Context, splits: list[Split], run_dir: Path, write_root: Path) -> RunResult:
+    """Every job of the run, arch by arch, then the cross-arch comparison; this process writes under `write_root`."""
+    settings = ctx.settings
     outcome = RunResult(run_dir)
-    try:
-        write_root.mkdir(parents=True, exist_ok=True)
-        if len(settings.arch) > 1 or len(splits) > 1:
-            write_json(
-                {
-                    "settings": settings.to_dict(),
-                    "splits": [s.to_dict() for s in splits],
-                    "cube": {"path": str(cube.path.resolve()), "attrs": cube.attrs},
-                    "versions": versions(),
-                },
-                write_root / "config.json",
-            )
-        with dtype_policy(ctx.policy):
-            for arch in settings.arch:
-                for split in splits:
-                    folder = job_folder(run_dir, arch, split, len(settings.arch), len(splits))
-                    target = write_root / folder.relative_to(run_dir)
-                    outcome.results.setdefault(arch, []).append(train_job(ctx, arch, split, folder, target))
-                if len(splits) > 1:
-                    write_fold_summary(
-                        outcome.results[arch], cube.class_names, write_root / (arch if len(settings.arch) > 1 else "")
-                    )
-        if len(settings.arch) > 1:
-            write_comparison(outcome.results, cube.class_names, write_root)
-    finally:
-        if not chief:
-            shutil.rmtree(write_root, ignore_errors=True)
+    write_root.mkdir(parents=True, exist_ok=True)
+    if len(settings.arch) > 1 or len(splits) > 1:
+        _write_run_config(settings, splits, ctx.cube, write_root)
+    with dtype_policy(ctx.policy):
+        for arch in settings.arch:
+            _train_arch(ctx, arch, splits, run_dir, write_root, outcome.results.setdefault(arch, []))
+    if len(settings.arch) > 1:
+        write_comparison(outcome.results, ctx.cube.class_names, write_root)
     return outcome
+
+
+def _write_run_config(settings: TrainSettings, splits: list[Split], cube: CubeInfo, write_root: Path) -> None:
+    """config.json at the top of a multi-job run: the settings, every split, the cube and the versions."""
+    write_json(
+        {
+            "settings": settings.to_dict(),
+            "splits": [s.to_dict() for s in splits],
+            "cube": {"path": str(cube.path.resolve()), "attrs": cube.attrs},
+            "versions": versions(),
+        },
+        write_root / "config.json",
+    )
+
+
+def _train_arch(
+    ctx: Context, arch: str, splits: list[Split], run_dir: Path, write_root: Path, results: list[dict[str, Any]]
+) -> None:
+    """Train `arch` on each split, appending each job's result to `results`; several folds get a fold summary."""
+    n_archs = len(ctx.settings.arch)
+    for split in splits:
+        folder = job_folder(run_dir, arch, split, n_archs, len(splits))
+        target = write_root / folder.relative_to(run_dir)
+        results.append(train_job(ctx, arch, split, folder, target))
+    if len(splits) > 1:
+        write_fold_summary(results, ctx.cube.class_names, write_root / (arch if n_archs > 1 else ""))

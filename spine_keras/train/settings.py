@@ -4,58 +4,86 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from spine_keras.choices import ACTIVATIONS, LOSSES, NORMALIZATIONS, OPTIMIZERS, STRATEGIES, UPSAMPLINGS
 from spine_keras.errors import UserError
-from spine_keras.losses import LOSSES
-from spine_keras.models import ARCHS, arch_code
-from spine_keras.train.strategy import STRATEGIES
 
 DEFAULT_BATCH = {"2d": 8, "3d": 2}
 FLOATS = ("lr", "dropout", "dice_smooth", "val_fraction", "min_delta", "lr_factor", "min_lr")
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd", "adadelta", "adagrad", "nadam")
+GROUPS = {  # metadata "group" -> title of its section in `spine-train --help` ("" = the command's own flags)
+    "": "",
+    "model": "model and optimizer",
+    "loss": "loss",
+    "schedule": "schedule",
+    "data": "data",
+    "performance": "performance",
+}
+
+
+def setting(default: Any, help: str, group: str = "", *, choices: Sequence[str] | None = None, shown: str = "") -> Any:
+    """A field whose metadata also describes its spine-train flag: help, --help section, choices, and `shown`,
+    the words for a default that is not a plain value (e.g. None meaning "the arch's preset").
+    A list default is given as a tuple and copied per instance."""
+    metadata = {"help": help, "group": group, "choices": choices, "shown": shown}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainSettings:
-    """What to train and how; None means the arch's preset (optimizer, lr, activation, filters) or the default."""
+    """What to train and how; None means the arch's preset (optimizer, lr, activation, filters) or the default.
 
-    cube: str = "cube.h5"
-    arch: list[str] = field(default_factory=lambda: ["uamd"])
-    out: str | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    activation: str | None = None
-    filters: int | None = None
-    depth: int | None = None
-    normalization: str = "batch"
-    dropout: float = 0.0
-    upsampling: str = "transpose"
-    deep_supervision: bool | None = None
-    loss: str = "ce+dice"
-    dice_background: bool = False
-    dice_smooth: float = 1.0
-    epochs: int = 100
-    batch_size: int | None = None
-    steps_per_epoch: int | None = None
-    folds: int | None = None
-    fold: str = "all"
-    val_fraction: float = 0.2
-    seed: int = 0
-    online_augment: bool = False
+    Each field with flag metadata (see `setting`) is also a `spine-train --NAME` flag; `augment` is config-only and
+    `verbose` is set by `--quiet`.
+    """
+
+    cube: str = setting("cube.h5", "training cube")
+    arch: list[str] = setting(
+        ("uamd",), "arch code, comma list (u1,uvd,uamd) or all; several archs are compared on the same folds"
+    )
+    out: str | None = setting(None, "run folder", shown="runs/<arch>-<2d|3d>-<timestamp>")
+    optimizer: str | None = setting(None, "optimizer", "model", choices=OPTIMIZERS, shown="the arch's preset")
+    lr: float | None = setting(None, "learning rate", "model", shown="the arch's preset")
+    activation: str | None = setting(
+        None, "activation after each convolution", "model", choices=ACTIVATIONS, shown="the arch's preset"
+    )
+    filters: int | None = setting(None, "initial filters", "model", shown="the arch's preset")
+    depth: int | None = setting(None, "pooling levels", "model", shown="the arch's")
+    normalization: str = setting("batch", "normalization layer after each convolution", "model", choices=NORMALIZATIONS)
+    dropout: float = setting(0.0, "dropout rate", "model")
+    upsampling: str = setting("transpose", "decoder upsampling", "model", choices=UPSAMPLINGS)
+    deep_supervision: bool | None = setting(
+        None, "auxiliary outputs and losses on the decoder levels", "model", shown="the arch's"
+    )
+    loss: str = setting("ce+dice", "cross-entropy, Dice or their sum", "loss", choices=LOSSES)
+    dice_background: bool = setting(False, "include the background class in the Dice loss", "loss")
+    dice_smooth: float = setting(1.0, "Dice smoothing term", "loss")
+    epochs: int = setting(100, "most epochs to train", "schedule")
+    batch_size: int | None = setting(None, "per replica", "schedule", shown="8 for 2D, 2 for 3D")
+    steps_per_epoch: int | None = setting(None, "cap on global steps per epoch", "schedule", shown="one pass")
+    folds: int | None = setting(None, "K-fold cross-validation grouped by case", "data", shown="one split")
+    fold: str = setting("all", "fold index or all", "data")
+    val_fraction: float = setting(0.2, "cases held out without --folds", "data")
+    seed: int = setting(0, "seed of the split, the shuffling and the initial weights", "data")
+    online_augment: bool = setting(
+        False, "augment training samples on the fly with the cube's augmentation settings", "data"
+    )
     augment: dict[str, Any] | None = None
-    strategy: str = "auto"
-    mixed_precision: bool = False
-    jit: bool = False
-    patience: int = 20
-    min_delta: float = 0.0
-    lr_patience: int = 10
-    lr_factor: float = 0.5
-    min_lr: float = 1e-6
+    strategy: str = setting("auto", "distribution strategy", "performance", choices=STRATEGIES)
+    mixed_precision: bool = setting(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU", "performance")
+    jit: bool = setting(False, "XLA-compile the forward/backward pass", "performance")
+    patience: int = setting(20, "early stopping on val_miou_nobg, 0 = off", "schedule")
+    min_delta: float = setting(0.0, "smallest improvement that counts", "schedule")
+    lr_patience: int = setting(
+        10, "epochs without improvement before the learning rate is reduced, 0 = off", "schedule"
+    )
+    lr_factor: float = setting(0.5, "learning-rate reduction factor", "schedule")
+    min_lr: float = setting(1e-6, "floor of the learning-rate reduction", "schedule")
     verbose: int = 1
 
     def __post_init__(self) -> None:
@@ -128,6 +156,8 @@ class TrainSettings:
 
 def parse_archs(value: str | list[str]) -> list[str]:
     """'all', 'u1,uvd' or a list into canonical arch codes (duplicates dropped, order kept)."""
+    from spine_keras.models.registry import ARCHS, arch_code  # Keras loads only once settings are built
+
     items = value.split(",") if isinstance(value, str) else list(value)
     codes: list[str] = []
     for item in (str(i).strip() for i in items if str(i).strip()):
@@ -139,6 +169,8 @@ def parse_archs(value: str | list[str]) -> list[str]:
 
 def read_config_file(path: Path | str) -> dict[str, Any]:
     """Settings from a JSON or YAML file (a mapping of setting names to values)."""
+    import yaml
+
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

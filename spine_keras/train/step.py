@@ -46,7 +46,10 @@ class Steps:
         with strategy.scope():  # create optimizer slots now: a compiled (XLA) step cannot create variables
             model.optimizer.build(model.trainable_variables)
         self.train = tf.function(self._train, autograph=False)
-        self._gradients = tf.function(self._replica_gradients, jit_compile=True) if jit else self._replica_gradients
+        # autograph off: the step has no tensor-dependent Python control flow, and autograph's conversion of
+        # Keras internals fails depending on what an earlier model in the same process traced.
+        compiled = tf.function(self._replica_gradients, jit_compile=True, autograph=False)
+        self._gradients = compiled if jit else self._replica_gradients
         self.evaluate = tf.function(self._evaluate, autograph=False)
 
     def _replica_gradients(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, list]:

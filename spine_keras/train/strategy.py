@@ -10,9 +10,8 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
+from spine_keras.choices import STRATEGIES
 from spine_keras.errors import UserError
-
-STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 
 
 def _mirrored_devices() -> list[str]:

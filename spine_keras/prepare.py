@@ -1,0 +1,123 @@
+"""The one preprocessing path from a volume to network samples, shared by the cube builder and prediction.
+
+read -> check -> remap labels (the caller's) -> `prepare` (resample, normalize) -> `stack_samples` (2D slices along
+the recorded axis, or the whole 3D volume) -> `fit_sample` (resize or centre pad/crop to the input shape). The cube
+builder stores what this path produces; prediction feeds the model what this path produces; a test checks that
+both agree bit for bit, so training and inference cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from spine_keras.errors import UserError
+from spine_keras.io import Volume
+from spine_keras.preprocess import INTERPOLATIONS, PreprocessConfig, fit_shape, normalize, resample
+
+MIN_SIDE = 16
+MODES = ("2d", "3d")
+
+
+@dataclasses.dataclass
+class SamplingConfig:
+    """How samples are cut from a prepared volume; recorded in every cube and model bundle."""
+
+    mode: str = "2d"
+    axis: int = 2  # 2D: slice axis (2 = sagittal in the shared data)
+    shape: tuple[int, ...] = (256, 256)  # 2D (H, W) or 3D (D, H, W)
+    min_foreground: float = 0.0  # drop 2D slices / 3D patches whose labelled fraction is below this
+    stride: tuple[int, ...] | None = None  # 3D: tile patches with this stride; None resizes the whole volume
+    background_keep: float = 0.1  # 3D patches: keep a patch without any label with this probability
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+        self.stride = None if self.stride is None else tuple(int(s) for s in self.stride)
+        if self.mode not in MODES:
+            raise UserError(f"--mode must be 2d or 3d, not '{self.mode}'")
+        self._check_shape()
+        if self.mode == "2d" and self.axis not in (0, 1, 2):
+            raise UserError(f"--axis must be 0, 1 or 2, not {self.axis}")
+        if self.stride is not None and (self.mode != "3d" or len(self.stride) != 3 or min(self.stride) < 1):
+            raise UserError("--stride takes three positive sides and only applies to --mode 3d")
+        if not 0.0 <= self.min_foreground < 1.0:
+            raise UserError("--min-foreground must lie in [0, 1)")
+        if not 0.0 <= self.background_keep <= 1.0:
+            raise UserError("--background-keep must lie in [0, 1]")
+
+    def _check_shape(self) -> None:
+        rank = 2 if self.mode == "2d" else 3
+        shown = ",".join(map(str, self.shape))
+        if len(self.shape) != rank:
+            raise UserError(f"--shape needs {rank} sides for --mode {self.mode}, got {shown}")
+        if min(self.shape) < MIN_SIDE:
+            raise UserError(
+                f"target shape {shown} is too small: every side must be at least {MIN_SIDE} so the networks can "
+                "downsample it"
+            )
+
+    @property
+    def windowed(self) -> bool:
+        """Whether samples are windows of a larger grid (3D patches), not whole slices or volumes."""
+        return self.stride is not None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SamplingConfig:
+        """From `to_dict` output (lists for tuples); unknown keys are ignored."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A volume on the model's grid: normalized image, optional class-id label, spacing, and the padding value."""
+
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, ...]
+    fill: float  # the normalized volume's minimum: what training and inference pad the image with
+
+
+def prepare(image: Volume, config: PreprocessConfig, label: np.ndarray | None = None) -> Prepared:
+    """Resample to the configured spacing (image linear or cubic, label nearest), then normalize the whole volume.
+
+    `label` holds class ids on the image's grid (already remapped); prediction passes none.
+    """
+    array, spacing = image.array, tuple(float(s) for s in image.spacing)
+    if array.ndim == len(spacing) + 1 and array.shape[-1] == 1:  # a single-channel volume stored with its channel
+        array = array[..., 0]
+    if config.spacing is not None:
+        if len(config.spacing) != len(spacing):
+            raise UserError(f"--spacing needs {len(spacing)} values for these volumes")
+        array = resample(array, spacing, config.spacing, INTERPOLATIONS[config.interpolation])
+        label = None if label is None else resample(label, spacing, config.spacing, 0)
+        spacing = tuple(float(s) for s in config.spacing)
+    array = normalize(array, config)
+    return Prepared(array, label, spacing, float(array.min()))
+
+
+def stack_samples(array: np.ndarray, sampling: SamplingConfig) -> np.ndarray:
+    """The volume as a stack of samples, sample axis first: its slices along `axis` (2D) or itself (3D)."""
+    if sampling.mode == "2d":
+        return np.ascontiguousarray(np.moveaxis(array, sampling.axis, 0))  # one copy, then cheap slices
+    return array[None]
+
+
+def unstack_samples(stack: np.ndarray, sampling: SamplingConfig) -> np.ndarray:
+    """Inverse of `stack_samples` (trailing axes such as classes are kept)."""
+    if sampling.mode == "2d":
+        return np.moveaxis(stack, 0, sampling.axis)
+    return stack[0]
+
+
+def fit_sample(sample: np.ndarray, shape: tuple[int, ...], config: PreprocessConfig, fill: float) -> np.ndarray:
+    """Bring an image sample to the model's input `shape` with the configured fit and interpolation."""
+    return fit_shape(sample, shape, config.fit, INTERPOLATIONS[config.interpolation], fill)
+
+
+def fit_label(sample: np.ndarray, shape: tuple[int, ...], config: PreprocessConfig) -> np.ndarray:
+    """Bring a label sample to `shape` the same way as its image (nearest neighbour, padded with background)."""
+    return fit_shape(sample, shape, config.fit, 0, 0)
