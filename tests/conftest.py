@@ -177,3 +177,73 @@ def write_bundle() -> Callable[..., Path]:
 def constant_model() -> Callable[..., object]:
     """Factory `constant_model(input_shape, logits)`: a model with the same softmax output everywhere."""
     return constant_softmax_model
+
+
+class Refusal:
+    """Runs a spine_keras command in a subprocess, as a user would, and checks it refused cleanly: the expected exit
+    status, exactly one stderr line (`error: ...`, plus argparse's `usage hint:` line) matching a pattern, no traceback, no new file left behind in the
+    watched folder, and no process of its own left running."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def run(self, command: str, *args: str, timeout: float = 120, env: dict | None = None):
+        """Run `scripts/<command>.py ARGS` in `folder`; returns the CompletedProcess."""
+        import subprocess
+        import sys
+        import uuid
+
+        token = uuid.uuid4().hex
+        environment = {**os.environ, "SPINE_KERAS_TEST_TOKEN": token, "PYTHONPATH": str(REPO), **(env or {})}
+        script = REPO / "scripts" / f"{command}.py"
+        result = subprocess.run(
+            [sys.executable, str(script), *args],
+            cwd=self.folder,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        result.token = token
+        return result
+
+    def check(self, command: str, *args: str, match: str, status: int = 2, env: dict | None = None, **kw) -> str:
+        """Run and assert a clean refusal whose one stderr line matches `match` (a regex); returns that line."""
+        import re
+
+        before = snapshot(self.folder)
+        result = self.run(command, *args, env=env, **kw)
+        lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("usage hint: ")]
+        where = f"{command} {' '.join(args)}\nstderr:\n{result.stderr}"
+        assert result.returncode == status, f"exit {result.returncode}, expected {status}: {where}"
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"not one error line: {where}"
+        assert "Traceback" not in result.stderr + result.stdout, where
+        assert re.search(match, lines[0]), f"{match!r} not in {lines[0]!r}"
+        assert snapshot(self.folder) == before, f"files left behind: {snapshot(self.folder) - before}: {where}"
+        assert not processes_with(result.token), f"processes left running: {where}"
+        return lines[0]
+
+
+def snapshot(folder: Path) -> set[str]:
+    """Every path under `folder`, hidden ones included, relative to it."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def processes_with(token: str) -> list[int]:
+    """Process ids whose environment carries `token` (children of a command under test)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if token.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def refusal(tmp_path: Path) -> Refusal:
+    """A `Refusal` runner working in this test's own folder."""
+    return Refusal(tmp_path)

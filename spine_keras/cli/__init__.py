@@ -129,19 +129,63 @@ def _stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
                 sys.stderr.flush()
 
 
+def one_line(message: str) -> str:
+    """A message on one line: line breaks (e.g. in SimpleITK's or h5py's own messages) become '; '."""
+    parts = [part.strip() for part in str(message).splitlines() if part.strip()]
+    return "; ".join(parts) or "unknown error"
+
+
+def write_crash_log(command: str, exc: BaseException) -> str:
+    """Write the full traceback of an unexpected error to a log file; returns its path."""
+    import time
+    import traceback
+
+    handle = tempfile.NamedTemporaryFile(
+        "w", prefix=f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".log", delete=False, encoding="utf-8"
+    )
+    with handle:
+        handle.write(f"{command} {' '.join(sys.argv[1:])}\n\n")
+        handle.write("".join(traceback.format_exception(exc)))
+    return handle.name
+
+
 def user_errors_exit_2(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a CLI `main` so a `UserError` prints `error: ...` on stderr and exits 2, without a traceback."""
+    """Wrap a CLI `main`: a `UserError`, or an OS error about the environment (full disk, permissions, missing
+    folder), prints one `error: ...` line and exits 2; any other exception is a bug, reported in one line with the
+    path of a log file holding its traceback, exit 1. Nothing reaches the user as a traceback."""
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
+        from spine_keras.destinations import describe_os_error
+
+        command = main.__module__.rsplit(".", 1)[-1].replace("_", "-")
         try:
             code = main(argv)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {one_line(str(exc))}", file=sys.stderr)
             return EXIT_USER_ERROR
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        except OSError as exc:
+            line = describe_os_error(exc)
+            if line is None:
+                return _report_bug(command, exc)
+            print(f"error: {one_line(line)}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except Exception as exc:  # noqa: BLE001 - the last resort: a bug, reported with its log, never hidden
+            return _report_bug(command, exc)
         return int(code or 0)
 
     return wrapper
+
+
+def _report_bug(command: str, exc: BaseException) -> int:
+    """One line naming an unexpected error and the log file with its traceback; exit status 1."""
+    log = write_crash_log(f"spine-{command}", exc)
+    print(
+        f"error: unexpected {type(exc).__name__}: {one_line(str(exc))[:300]} (a bug in spine_keras; the full "
+        f"traceback is in {log})",
+        file=sys.stderr,
+    )
+    return 1

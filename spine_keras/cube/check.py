@@ -94,15 +94,16 @@ def _layout_problems(handle: h5py.File, attrs: dict[str, Any]) -> list[str]:
     return problems
 
 
-def check_cube(path: Path | str) -> CubeReport:
-    """Validate layout, dtypes, lengths, finite values and label range, streaming the samples in blocks."""
+def check_cube(path: Path | str, scan: bool = True) -> CubeReport:
+    """Validate layout, dtypes, lengths and attributes (cheap), then, with `scan`, finite values and label range,
+    streaming every sample in blocks. Training runs the cheap checks always and the scan when asked."""
     path = Path(path)
     attrs = read_attrs(path)
     report = CubeReport(path, attrs, [])
     try:
         with h5py.File(path, "r") as handle:
             report.problems = _layout_problems(handle, attrs)
-            if report.problems:
+            if report.problems or not scan:
                 return report
             _scan(handle, attrs, report)
     except OSError as exc:
