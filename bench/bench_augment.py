@@ -1,51 +1,53 @@
-"""Per-sample time of spine_keras's fused augmentation vs volumentations-3D and TorchIO, in one run, same threads.
+"""Per-sample time of spine_keras's fused augmentation vs volumentations-3D and TorchIO, taking turns.
 
-    python bench/bench_augment.py [--samples 30] [--threads 2] [--out FILE]
+    python bench/bench_augment.py [--quick] [--rounds 30] [--threads 2] [--shape 128,128,64] [--no-write]
 
-Peers are optional (`pip install -e .[bench]`); a missing one is reported as not installed. Each pipeline turns the
-same numpy image/label pair into one float32/uint8 numpy pair per call, conversions included; the pipelines take turns
-sample by sample, so a change of machine load hits all of them alike.
+Each pipeline runs in its own worker process and turns the same numpy image/label pair into one float32/uint8
+numpy pair per round, conversions included; the workers take turns round by round. volumentations-3D is compared
+with spine_keras running the full set, TorchIO with spine_keras running TorchIO's three transforms. The table goes
+to the `augment` section of docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import statistics
 import sys
-import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
-from common import cpu_name  # bench/common.py: bench/ is on sys.path when a bench runs as a script
+import common  # first: sets OMP_WAIT_POLICY before any library loads (bench/ is on sys.path as a script's folder)
+from common import Unavailable, Worker
 
 Step = Callable[[], object]
+FULL_SET = "rotate, zoom, flip, shift, noise, blur, intensity"
+TORCHIO_SET = "rotate, zoom, flip, shift, noise (p=1)"
+SIDES = {  # name -> (transforms, reference side)
+    "spine_keras, full set": (FULL_SET, None),
+    "volumentations-3D": (FULL_SET, "spine_keras, full set"),
+    "spine_keras, TorchIO's set": (TORCHIO_SET, None),
+    "TorchIO": (TORCHIO_SET, "spine_keras, TorchIO's set"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line; parsed before numpy is imported so the thread count reaches every library."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--samples", type=int, default=30, help="timed samples per pipeline (default 30)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed samples first (default 3)")
-    p.add_argument("--threads", type=int, default=2, help="threads for every library (default 2)")
-    p.add_argument("--shape", default="128,128,64", help="volume shape (default 128,128,64)")
+    common.add_common_args(p, rounds=30, quick_rounds=10)
+    p.add_argument("--shape", help="volume shape (default 128,128,64; --quick 96,96,48)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed samples per worker first (default 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.shape = tuple(int(v) for v in (args.shape or ("96,96,48" if args.quick else "128,128,64")).split(","))
+    return args
 
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
-        os.environ[_var] = str(ARGS.threads)
+    common.set_threads(ARGS.threads)
 
 import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from spine_keras import augment as aug  # noqa: E402
 
 FULL = aug.AugmentConfig()  # the paper's set plus noise, blur, intensity: defaults
@@ -72,12 +74,12 @@ def spine_keras_step(image: np.ndarray, label: np.ndarray, config: aug.AugmentCo
     return lambda: aug.augment(image, label, config, rng)
 
 
-def volumentations_step(image: np.ndarray, label: np.ndarray, seed: int) -> Step | str:
-    """volumentations-3D Compose of the same transforms, made like-for-like (see the README's notes)."""
+def volumentations_step(image: np.ndarray, label: np.ndarray, seed: int) -> Step:
+    """volumentations-3D Compose of the same transforms, made like for like (docs/performance.md says how)."""
     try:
         import volumentations as V
     except ImportError:
-        return "not installed (pip install volumentations-3D==1.0.4)"
+        raise Unavailable("not installed (pip install volumentations-3D==1.0.4)") from None
     shape, fill = image.shape, float(image.min())
 
     class Shift(V.DualTransform):
@@ -142,13 +144,13 @@ def volumentations_step(image: np.ndarray, label: np.ndarray, seed: int) -> Step
     return step
 
 
-def torchio_step(image: np.ndarray, label: np.ndarray, seed: int, threads: int) -> Step | str:
+def torchio_step(image: np.ndarray, label: np.ndarray, seed: int, threads: int) -> Step:
     """TorchIO RandomAffine + RandomFlip + RandomNoise with the same ranges (its resampling is SimpleITK's)."""
     try:
         import torch
         import torchio as tio
     except ImportError:
-        return "not installed (pip install torch==2.13.0 torchio)"
+        raise Unavailable("not installed (pip install torch==2.13.0 torchio)") from None
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     cfg = TORCHIO_LIKE
@@ -174,86 +176,38 @@ def torchio_step(image: np.ndarray, label: np.ndarray, seed: int, threads: int) 
     return step
 
 
-def run(steps: dict[str, Step], samples: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per sample for each pipeline, taking turns sample by sample."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(warmup + samples):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
+def worker_setup(args: argparse.Namespace) -> tuple[dict, Step]:
+    """The step of the side this worker runs, on the same phantom as every other worker."""
+    import SimpleITK as sitk
 
-
-def versions() -> str:
-    """Versions of the libraries involved."""
-    names = ["numpy", "scipy", "SimpleITK", "volumentations-3D", "torch", "torchio"]
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(found)
-
-
-def table(
-    args: argparse.Namespace,
-    times: dict[str, list[float]],
-    missing: dict[str, str],
-    peers: dict[str, tuple[str, str]],
-    load: tuple[float, float],
-) -> str:
-    """The Markdown report: setup, then one row per pipeline with its ratio to its spine_keras counterpart."""
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    lines = [
-        f"Per-sample augmentation time, {args.shape.replace(',', 'x')} float32 volume + uint8 mask, "
-        f"{args.samples} samples after {args.warmup} warm-up, {args.threads} threads each.",
-        f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {load[0]:.2f} before, {load[1]:.2f} after. "
-        f"{versions()}.",
-        "",
-        "| pipeline | transforms | median s | mean s | time vs spine_keras |",
-        "| --- | --- | ---: | ---: | ---: |",
-    ]
-    for name, (transforms, ours) in peers.items():
-        if name in missing:
-            lines.append(f"| {name} | {transforms} | - | - | {missing[name]} |")
-            continue
-        ratio = "1.00x" if name == ours else f"{medians[name] / medians[ours]:.2f}x"
-        lines.append(f"| {name} | {transforms} | {medians[name]:.4f} | {statistics.fmean(times[name]):.4f} | {ratio} |")
-    return "\n".join(lines) + "\n"
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+    image, label = phantom(args.shape, args.seed)
+    if args.worker == "volumentations-3D":
+        return {}, volumentations_step(image, label, args.seed)
+    if args.worker == "TorchIO":
+        return {}, torchio_step(image, label, args.seed, args.threads)
+    config = FULL if args.worker == "spine_keras, full set" else TORCHIO_LIKE
+    return {}, spine_keras_step(image, label, config, args.seed)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Build the inputs and pipelines, time them, print (and save) the table."""
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
-    shape = tuple(int(v) for v in args.shape.split(","))
-    image, label = phantom(shape, args.seed)
-    full = "rotate, zoom, flip, shift, noise, blur, intensity"
-    affine = "rotate, zoom, flip, shift, noise (p=1)"
-    peers = {
-        "spine_keras (fused, full set)": (full, "spine_keras (fused, full set)"),
-        "volumentations-3D": (full, "spine_keras (fused, full set)"),
-        "spine_keras (fused, TorchIO's set)": (affine, "spine_keras (fused, TorchIO's set)"),
-        "TorchIO": (affine, "spine_keras (fused, TorchIO's set)"),
-    }
-    built = {
-        "spine_keras (fused, full set)": spine_keras_step(image, label, FULL, args.seed),
-        "volumentations-3D": volumentations_step(image, label, args.seed),
-        "spine_keras (fused, TorchIO's set)": spine_keras_step(image, label, TORCHIO_LIKE, args.seed),
-        "TorchIO": torchio_step(image, label, args.seed, args.threads),
-    }
-    steps = {name: step for name, step in built.items() if callable(step)}
-    missing = {name: step for name, step in built.items() if isinstance(step, str)}
-    before = os.getloadavg()[0]
-    times = run(steps, args.samples, args.warmup)
-    report = table(args, times, missing, peers, (before, os.getloadavg()[0]))
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    """Start one worker per pipeline, let them take turns, write the table."""
+    if args.worker:
+        return common.serve(lambda: worker_setup(args), args.warmup)
+    sides = [Worker(name, runs, reference, argv=sys.argv[1:]) for name, (runs, reference) in SIDES.items()]
+    rounds = common.rounds_of(args)
+    load = common.interleave(sides, rounds)
+    shape = "x".join(map(str, args.shape))
+    body = (
+        f"**Augmentation, seconds per sample**: {shape} float32 volume + uint8 mask, one sample per round, "
+        f"{args.warmup} warm-up samples per worker.\n"
+        f"{common.conditions(args.threads, load, PACKAGES)}\n\n{common.comparison_table(sides)}"
+    )
+    common.publish(args, "augment", body)
     return 0
 
+
+PACKAGES = ["numpy", "scipy", "SimpleITK", "volumentations-3D", "torch", "torchio"]
 
 if __name__ == "__main__":
     sys.exit(main(ARGS))

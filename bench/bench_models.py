@@ -1,9 +1,13 @@
 #!/usr/bin/env python
 """Parameters, forward and train-step time of every architecture at the paper's sizes, as a Markdown table.
 
+    python bench/bench_models.py [--quick] [--dims 2 3] [--reps 3] [--threads 2] [--no-write]
+
 Each arch is built with its preset (filters, activation, optimizer, lr), compiled with sparse categorical
 cross-entropy on every output (deep-supervision weights halving per coarser level), warmed up once (tracing),
-then timed `--reps` times; the table reports the median seconds per batch.
+then timed `--reps` times; the table reports the median seconds per batch. --quick: 2D only, 128x128, batch 2,
+2 repetitions. No peer here, so nothing takes turns; the table goes to the `models` section of
+docs/performance.md with the load average it ran under.
 """
 
 from __future__ import annotations
@@ -13,12 +17,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from common import cpu_name  # bench/common.py: bench/ is on sys.path when a bench runs as a script
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # first: sets OMP_WAIT_POLICY before any library loads (bench/ is on sys.path as a script's folder)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,20 +26,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from spine_keras.models import ARCHS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="2D only, 128x128, batch 2, 2 repetitions")
+    p.add_argument("--no-write", action="store_true", help="print the table only; leave the performance page alone")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), metavar="CODE")
-    p.add_argument("--dims", nargs="+", type=int, choices=(2, 3), default=[2, 3])
-    p.add_argument("--reps", type=int, default=3, help="timed repetitions per measure (default 3)")
+    p.add_argument("--dims", nargs="+", type=int, choices=(2, 3), help="default 2 3 (--quick: 2)")
+    p.add_argument("--reps", type=int, help="timed repetitions per measure (default 3, --quick 2)")
     p.add_argument("--reps-3d", type=int, help="timed repetitions in 3D (default: --reps)")
-    p.add_argument("--shape2d", nargs=3, type=int, default=(256, 256, 1), metavar=("H", "W", "C"))
-    p.add_argument("--batch2d", type=int, default=8)
+    p.add_argument("--shape2d", nargs=3, type=int, metavar=("H", "W", "C"), help="default 256 256 1 (--quick 128)")
+    p.add_argument("--batch2d", type=int, help="default 8 (--quick 2)")
     p.add_argument("--shape3d", nargs=4, type=int, default=(64, 128, 128, 1), metavar=("D", "H", "W", "C"))
     p.add_argument("--batch3d", type=int, default=1)
     p.add_argument("--classes", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (0: TF's default)")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy (for GPUs)")
     p.add_argument("--jit", action="store_true", help="XLA jit_compile (keep off on CPU: far slower there)")
-    p.add_argument("--out", type=Path, help="also write the table to this Markdown file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.dims = args.dims or ([2] if args.quick else [2, 3])
+    args.reps = args.reps or (2 if args.quick else 3)
+    args.shape2d = args.shape2d or ((128, 128, 1) if args.quick else (256, 256, 1))
+    args.batch2d = args.batch2d or (2 if args.quick else 8)
+    return args
 
 
 def timed(fn, reps: int) -> float:
@@ -80,8 +86,25 @@ def bench_one(arch: str, shape: tuple[int, ...], batch: int, reps: int, args: ar
     return {"params": model.count_params(), "outputs": n_out, "forward": forward, "train": train}
 
 
+def rows(args: argparse.Namespace) -> list[str]:
+    """One table row per arch and dimension, printed as it is measured."""
+    command, lines = f"`{common.command_line()}`", []
+    for dims in args.dims:
+        shape = tuple(args.shape2d if dims == 2 else args.shape3d)
+        batch = args.batch2d if dims == 2 else args.batch3d
+        reps = args.reps if dims == 2 or args.reps_3d is None else args.reps_3d
+        for arch in args.archs:
+            r = bench_one(arch, shape, batch, reps, args)
+            lines.append(
+                f"| {arch} | {'x'.join(map(str, shape))} | {batch} | {r['params']:,} | {r['outputs']} | "
+                f"{r['forward']:.3g} | {r['train']:.3g} | {reps} | {command} |"
+            )
+            common.note(lines[-1])
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the requested measures and print (and optionally save) the table."""
+    """Run the requested measures and print (and write) the table."""
     args = parse_args(argv)
     import keras
     import tensorflow as tf
@@ -92,33 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.mixed_precision:
         keras.mixed_precision.set_dtype_policy("mixed_float16")
     gpus = tf.config.list_physical_devices("GPU")
-    device = f"GPU: {gpus[0].name}" if gpus else f"CPU: {cpu_name()}, {os.cpu_count()} cores"
-    header = (
-        f"device: {device}; TF {tf.__version__}, Keras {keras.__version__}; threads {args.threads or 'default'}; "
-        f"mixed precision {'on' if args.mixed_precision else 'off'}; XLA {'on' if args.jit else 'off'}"
-    )
+    before = os.getloadavg()[0]
     lines = [
-        header,
-        "",
-        "| arch | input | batch | params | outputs | forward s/batch | train step s/batch | reps |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| arch | input | batch | params | outputs | forward s/batch | train step s/batch | reps | command |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        *rows(args),
     ]
-    print("\n".join(lines), flush=True)
-    for dims in args.dims:
-        shape = tuple(args.shape2d if dims == 2 else args.shape3d)
-        batch = args.batch2d if dims == 2 else args.batch3d
-        reps = args.reps if dims == 2 or args.reps_3d is None else args.reps_3d
-        for arch in args.archs:
-            r = bench_one(arch, shape, batch, reps, args)
-            line = (
-                f"| {arch} | {'x'.join(map(str, shape))} | {batch} | {r['params']:,} | {r['outputs']} | "
-                f"{r['forward']:.2f} | {r['train']:.2f} | {reps} |"
-            )
-            print(line, flush=True)
-            lines.append(line)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+    conditions = common.conditions(args.threads, (before, os.getloadavg()[0]), ["numpy", "tensorflow", "keras"])
+    device = f"on GPU {gpus[0].name}; " if gpus else ""
+    body = (
+        f"**Models, seconds per batch** {device}(median of the repetitions after one warm-up call; mixed precision "
+        f"{'on' if args.mixed_precision else 'off'}, XLA {'on' if args.jit else 'off'}).\n{conditions}\n\n"
+        + "\n".join(lines)
+    )
+    common.publish(args, "models-gpu" if gpus else "models-cpu", body)
     return 0
 
 
