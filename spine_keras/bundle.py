@@ -13,13 +13,14 @@ import hashlib
 import json
 import os
 import platform
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from spine_keras import __version__
 from spine_keras.errors import UserError
-from spine_keras.io import atomic_path
+from spine_keras.io import atomic_path, one_line
 from spine_keras.prepare import SamplingConfig
 from spine_keras.preprocess import LabelMap, PreprocessConfig
 
@@ -100,6 +101,7 @@ class ExportInfo:
     flexible_sides: bool = False
     side_multiple: int = 1  # spatial sides must be multiples of this
     outputs: str = "probabilities: float32 (batch, *spatial, n_classes) softmax; labels: int32 (batch, *spatial)"
+    files: dict[str, str] = dataclasses.field(default_factory=dict)  # SHA-256 of every exported file, by its path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +271,20 @@ def _record(cls: type) -> Callable[[Any], Any]:
     return parse
 
 
+def _export_info(value: Any) -> ExportInfo:
+    """The `export` entry: a known record whose `files` maps relative paths inside the export to SHA-256 digests."""
+    info = _record(ExportInfo)(value)
+    if not isinstance(info.files, dict):
+        raise ValueError(f"a mapping in 'files', got {info.files!r}")
+    for name, digest in info.files.items():
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            raise ValueError(f"relative paths inside the export in 'files', got {name!r}")
+        if not isinstance(digest, str) or len(digest) != 64 or set(digest) - set("0123456789abcdef"):
+            raise ValueError(f"a SHA-256 hex digest for 'files' entry {name!r}, got {digest!r}")
+    return info
+
+
 FIELDS: dict[str, Callable[[Any], Any]] = {
     "arch": _text,
     "input_shape": _ints,
@@ -281,7 +297,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "provenance": _record(Provenance),
     "metrics": _mapping,
     "versions": _mapping,
-    "export": lambda value: None if value is None else _record(ExportInfo)(value),
+    "export": lambda value: None if value is None else _export_info(value),
 }
 REQUIRED = ("arch", "input_shape", "class_names", "preprocess", "sampling")
 DERIVED = {"mode": lambda b: b.mode, "axis": lambda b: b.axis, "n_classes": lambda b: b.n_classes}
@@ -346,11 +362,36 @@ def load_keras_model(path: Path):
 
     from spine_keras.models import inference_model
 
-    try:
-        model = keras.saving.load_model(str(path), compile=False)
-    except Exception as exc:
-        raise UserError(f"cannot load model '{path}' ({type(exc).__name__}: {exc})") from exc
+    try:  # safe mode: a Lambda layer's Python code (or any other pickled code) is refused, never run
+        model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"cannot load model '{path}' ({type(exc).__name__}: {one_line(str(exc))[:300]})") from exc
     return inference_model(model)
+
+
+def verify_file(path: Path, digest: str | None) -> None:
+    """UserError naming `path` when it is missing or its bytes differ from the SHA-256 recorded at export."""
+    if digest is None:
+        raise UserError(f"'{path}' has no SHA-256 in the export's metadata (export.files); re-export the model")
+    if not path.is_file():
+        raise UserError(f"'{path}' is missing from the export (truncated or incomplete copy); re-export the model")
+    if file_sha256(path) != digest:
+        raise UserError(
+            f"'{path}' differs from the file exported (SHA-256 mismatch with export.files): it was changed, "
+            "truncated or corrupted; re-export the model"
+        )
+
+
+def verify_folder(folder: Path, recorded: dict[str, str], prefix: str) -> None:
+    """Every file under `folder` (the metadata copy aside) is one the export recorded under `prefix` with the same
+    SHA-256, and none is missing; else a UserError naming the first file that is not."""
+    mine = {name[len(prefix) :]: digest for name, digest in recorded.items() if name.startswith(prefix)}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    unlisted = sorted(present - set(mine) - {f"assets/{METADATA_NAME}"})
+    if unlisted:
+        raise UserError(f"'{folder / unlisted[0]}' is not part of the export (not in export.files); remove it")
+    for name, digest in sorted(mine.items()):
+        verify_file(folder / name, digest)
 
 
 def probability_function(model, spec, logits: bool):

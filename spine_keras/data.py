@@ -5,25 +5,31 @@ resumed run sees the same order), shards it per worker, reads samples in paralle
 its h5py handle), optionally augments them with the cube builder's transforms, batches per replica and
 prefetches. Validation reads the original samples (augmented == 0) of the validation cases once per pass,
 padded with weight-0 samples to a whole number of global batches so every replica runs the same steps.
+
+TensorFlow (and the augmentation's SciPy) is imported only by the functions that build datasets and augment:
+opening a cube and making the splits (what `spine-train` checks before it starts) need neither.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import tensorflow as tf
 
-from spine_keras.augment import AugmentConfig, augment
 from spine_keras.cube import read_attrs
 from spine_keras.errors import UserError
 
-AUTOTUNE = tf.data.AUTOTUNE
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from spine_keras.augment import AugmentConfig
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,7 @@ class CubeReader:
 
     def __init__(self, path: Path | str, augment_config: AugmentConfig | None = None, seed: int = 0):
         self.path, self.augment_config, self.seed = str(path), augment_config, seed
+        self.failure: str | None = None  # the first sample that could not be read (a corrupt chunk)
         self._local = threading.local()
         with h5py.File(self.path, "r") as handle:
             self.sample_shape = tuple(handle["labels"].shape[1:])
@@ -179,12 +186,21 @@ class CubeReader:
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (*shape, 1) float32 and label (*shape) uint8 of sample `index`."""
         images, labels = self._datasets()
-        return images[index], labels[index]
+        try:
+            return images[index], labels[index]
+        except OSError as exc:  # h5py: a corrupt or truncated chunk; TensorFlow would bury it in a traceback
+            self.failure = self.failure or (
+                f"sample {index} of cube '{self.path}' cannot be read ({str(exc).strip()}); the cube is corrupt: "
+                "check it with spine-check-cube and rebuild it"
+            )
+            raise
 
     def read_train(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         """A training sample, augmented with a generator seeded by (seed, epoch, index) when enabled."""
         image, label = self.read(int(index))
         if self.augment_config is not None:
+            from spine_keras.augment import augment
+
             rng = np.random.default_rng([self.seed, int(epoch), int(index)])
             image, label = augment(image, label, self.augment_config, rng)
         return image.astype(np.float32, copy=False), label.astype(np.uint8, copy=False)
@@ -195,6 +211,19 @@ class CubeReader:
             return (np.zeros((*self.sample_shape, 1), np.float32), np.zeros(self.sample_shape, np.uint8), np.float32(0))
         image, label = self.read(int(index))
         return image, label, np.float32(1)
+
+
+@contextlib.contextmanager
+def read_failures(reader: CubeReader) -> Iterator[None]:
+    """Turn the TensorFlow error raised through a dataset when `reader` met an unreadable sample into a UserError."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        if reader.failure is None:
+            raise
+        raise UserError(reader.failure) from exc
 
 
 def _shard(ds: tf.data.Dataset, ctx: tf.distribute.InputContext | None) -> tf.data.Dataset:
@@ -215,6 +244,8 @@ def train_dataset(
     ctx: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """Per-replica batches of `steps` global batches per epoch, for epochs [start, stop)."""
+    import tensorflow as tf
+
     ids = tf.constant(np.asarray(indices, np.int64))
     count = steps * global_batch
 
@@ -230,7 +261,9 @@ def train_dataset(
         return image, label
 
     ds = _shard(tf.data.Dataset.range(*epochs).flat_map(epoch_indices), ctx)
-    return ds.map(load, num_parallel_calls=AUTOTUNE).batch(batch, drop_remainder=True).prefetch(AUTOTUNE)
+    return (
+        ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def val_dataset(
@@ -241,6 +274,8 @@ def val_dataset(
     ctx: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """Endless passes over the validation samples, padded to whole global batches: (image, label, weight)."""
+    import tensorflow as tf
+
     padded = np.full(val_steps(len(indices), global_batch) * global_batch, -1, np.int64)
     padded[: len(indices)] = indices
 
@@ -254,7 +289,9 @@ def val_dataset(
         return image, label, weight
 
     ds = _shard(tf.data.Dataset.from_tensor_slices(padded), ctx).repeat()
-    return ds.map(load, num_parallel_calls=AUTOTUNE).batch(batch, drop_remainder=True).prefetch(AUTOTUNE)
+    return (
+        ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def val_steps(n_samples: int, global_batch: int) -> int:

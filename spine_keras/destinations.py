@@ -108,7 +108,8 @@ def writer_lock(target: Path | str, what: str) -> Iterator[None]:
         handle.flush()
         yield
     finally:
-        handle.close()
+        with contextlib.suppress(OSError):  # a full disk fails the pid's flush again on close
+            handle.close()
         with contextlib.suppress(OSError):
             _remove_if_unlocked(path)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,7 @@ NRRD_SUFFIXES = (".nrrd", ".nhdr")
 ITK_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd")
 SUPPORTED_SUFFIXES = NRRD_SUFFIXES + ITK_SUFFIXES
 _CASE_SUFFIX = re.compile(r"[_\-.](image|img|volume|vol|t1|t2|mri)$", re.IGNORECASE)
+_SITK_LOCATION = re.compile(r"^(Exception thrown in SimpleITK \w+: )?\S+\.(cxx|h|hxx|cpp):\d+:\s*|^sitk::ERROR:\s*")
 
 
 @dataclasses.dataclass
@@ -76,19 +79,23 @@ def case_id_from_path(path: Path) -> str:
 def parse_list(list_path: Path | str, require_label: bool = True) -> list[ListEntry]:
     """Parse an `image,label` list: fields trimmed, blanks and `#` comments skipped, paths relative to the list.
 
-    A case id repeated by a later line gets that line's number (`VB2_02_line7`), so every entry stays addressable.
+    A UTF-8 byte-order mark is ignored. The same image file twice (after resolving links) is an error naming both
+    lines, so one patient never becomes two cases; a case id repeated by a different file gets its line number
+    (`VB2_02_line7`), so every entry stays addressable.
     """
     list_path = Path(list_path)
     text = _read_list_text(list_path)
     base = list_path.resolve().parent
     entries: list[ListEntry] = []
     seen: set[str] = set()
+    images: dict[Path, int] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         where = f"{list_path} line {number}"
         fields = _list_fields(raw, where, require_label)
         if not fields:
             continue
         paths = [_resolve_list_path(field, base, where) for field in fields]
+        _check_unique_image(paths[0], number, where, images)
         case_id = _unique_case_id(case_id_from_path(paths[0]), number, seen)
         entries.append(ListEntry(where, paths[0], paths[1] if len(paths) == 2 else None, case_id))
     if not entries:
@@ -98,12 +105,25 @@ def parse_list(list_path: Path | str, require_label: bool = True) -> list[ListEn
 
 def _read_list_text(list_path: Path) -> str:
     """The list file's text; UserError when it is missing or not UTF-8 text."""
+    if list_path.is_dir():
+        raise UserError(f"list file '{list_path}' is a folder; give a text file with one 'image,label' pair a line")
     if not list_path.is_file():
         raise UserError(f"list file '{list_path}' not found; give a text file with one 'image,label' pair a line")
     try:
-        return list_path.read_text(encoding="utf-8")
+        return list_path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read list file '{list_path}' as text ({exc})") from exc
+        raise UserError(f"cannot read list file '{list_path}' as UTF-8 text ({exc})") from exc
+
+
+def _check_unique_image(image: Path, number: int, where: str, images: dict[Path, int]) -> None:
+    """UserError when `image` (links resolved) was already listed; records its line number otherwise."""
+    key = image.resolve()
+    if key in images:
+        raise UserError(
+            f"{where}: image '{image}' is already listed on line {images[key]}; the same scan twice would count one "
+            "patient as two cases (and could put it on both sides of a split): remove one of the lines"
+        )
+    images[key] = number
 
 
 def _list_fields(raw: str, where: str, require_label: bool) -> list[str]:
@@ -151,6 +171,7 @@ def _read_nrrd(path: Path) -> Volume:
             data = np.moveaxis(data, nonspatial[0], -1)
         vectors = directions[spatial]
         spacing = np.linalg.norm(vectors, axis=1)
+        _check_spacing(spacing, path)
         direction = (vectors / spacing[:, None]).T
     else:
         spacings = header.get("spacings")
@@ -179,8 +200,72 @@ def _read_itk(path: Path) -> Volume:
     return Volume(np.ascontiguousarray(array), tuple(image.GetSpacing()), tuple(image.GetOrigin()), direction)
 
 
+@contextmanager
+def _reader_messages(path: Path) -> Iterator[None]:
+    """Keep what ITK's C++ readers print on stderr (MetaIO and NIfTI warnings, several lines each) off the user's
+    terminal: a RuntimeError gets it joined to its message, on one line; another error (e.g. the geometry checks')
+    drops it, since its own message says what is wrong; after a successful read it becomes one `warning:` line."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    failed: RuntimeError | None = None
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except RuntimeError as exc:
+            failed = exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        noise = sink.read().decode(errors="replace")
+    if failed is not None:
+        raise RuntimeError(one_line(f"{failed}\n{noise}")) from failed
+    if noise.strip():
+        print(f"warning: '{path}': {one_line(noise)[:300]}", file=sys.stderr)
+
+
+def one_line(message: str) -> str:
+    """A reader's message on one line: SimpleITK's (file, line, `sitk::ERROR: ...`) and h5py's multi-line texts
+    become their lines joined by '; ', with SimpleITK's source-location prefixes dropped."""
+    parts = [_SITK_LOCATION.sub("", part).strip() for part in str(message).splitlines()]
+    return "; ".join(part for part in parts if part) or "unknown error"
+
+
+def _check_spacing(spacing: np.ndarray, path: Path) -> None:
+    """CaseError unless every spacing is a positive finite number."""
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        shown = ", ".join(f"{s:g}" for s in spacing)
+        raise CaseError(
+            f"'{path}' has spacing ({shown}) in its header; every spacing must be a positive finite number of mm "
+            "(fix the header)"
+        )
+
+
+def _check_geometry(volume: Volume, path: Path) -> None:
+    """CaseError for impossible geometry in a header: bad spacing, a non-finite or singular direction, a non-finite
+    origin (each would give NaN coordinates, or a division by zero when resampling)."""
+    _check_spacing(np.asarray(volume.spacing, dtype=float), path)
+    direction = np.asarray(volume.direction, dtype=float)
+    n = volume.spatial_ndim
+    if direction.shape != (n, n) or not np.all(np.isfinite(direction)):
+        raise CaseError(f"'{path}' has a non-finite or malformed direction matrix in its header (fix the header)")
+    if abs(np.linalg.det(direction)) < 1e-6:
+        raise CaseError(
+            f"'{path}' has a singular direction matrix in its header (its axes are not independent; fix the header)"
+        )
+    if not np.all(np.isfinite(np.asarray(volume.origin, dtype=float))):
+        shown = ", ".join(f"{o:g}" for o in volume.origin)
+        raise CaseError(f"'{path}' has a non-finite origin ({shown}) in its header (fix the header)")
+
+
 def read_volume(path: Path | str, source: str | None = None) -> Volume:
-    """Read a volume and its geometry; any failure becomes a `CaseError` naming the file (and list line)."""
+    """Read a volume and its geometry; any failure, and impossible geometry (zero, negative or non-finite spacing,
+    a non-finite or singular direction, a non-finite origin), becomes a `CaseError` naming the file (and list line)."""
     path = Path(path)
     where = f"{source}: " if source else ""
     if not path.exists():
@@ -191,16 +276,36 @@ def read_volume(path: Path | str, source: str | None = None) -> Volume:
     if suffix not in SUPPORTED_SUFFIXES:
         raise CaseError(f"{where}unsupported file type '{path.name}'; use one of {', '.join(SUPPORTED_SUFFIXES)}")
     try:
-        volume = _read_nrrd(path) if suffix in NRRD_SUFFIXES else _read_itk(path)
+        with _reader_messages(path):
+            volume = _read_nrrd(path) if suffix in NRRD_SUFFIXES else _read_itk(path)
+            _check_geometry(volume, path)
     except CaseError as exc:
         raise CaseError(f"{where}{exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - readers raise many types for corrupt files
+    except _reader_errors() as exc:
         raise CaseError(
-            f"{where}cannot read '{path}' ({type(exc).__name__}: {exc}); the file is corrupt or not a volume"
+            f"{where}cannot read '{path}' ({type(exc).__name__}: {one_line(str(exc))}); the file is corrupt or "
+            "not a volume"
         ) from exc
     if volume.spatial_ndim not in (2, 3):
         raise CaseError(f"{where}'{path}' has {volume.spatial_ndim} spatial dimensions; expected a 3D volume")
     return volume
+
+
+def _reader_errors() -> tuple[type[BaseException], ...]:
+    """What pynrrd and SimpleITK raise for a corrupt, truncated or foreign file (SimpleITK: RuntimeError)."""
+    import nrrd
+
+    return (
+        nrrd.NRRDError,
+        OSError,
+        EOFError,
+        RuntimeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        StopIteration,
+        zlib.error,
+    )
 
 
 def _write_nrrd(volume: Volume, path: Path) -> None:

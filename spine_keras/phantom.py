@@ -6,16 +6,20 @@ slice index), 1 mm voxels. Labels are semantic: 0 background, 1 vertebral body, 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from spine_keras.destinations import disk_errors
 from spine_keras.io import Volume, atomic_path, write_volume
 
 CLASS_NAMES = ["background", "vertebra", "disc"]
 DEFAULT_SHAPE = (160, 112, 40)
+GEOMETRY = {"spacing": (1.0, 1.0, 1.0), "origin": (0.0, 0.0, 0.0), "direction": np.eye(3)}
 
 
 def make_phantom(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tuple[np.ndarray, np.ndarray]:
@@ -60,19 +64,55 @@ def write_demo(
     seed: int = 0,
     shape: tuple[int, int, int] = DEFAULT_SHAPE,
 ) -> Path:
-    """Write `cases` phantom NRRD pairs into `out_dir` and an `image,label` list naming them."""
+    """Write `cases` phantom NRRD pairs into `out_dir` and an `image,label` list naming them.
+
+    All or nothing: on any failure (a full disk, Ctrl-C) the files and folders this call created are removed again.
+    """
     out_dir, list_path = Path(out_dir), Path(list_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    list_path.parent.mkdir(parents=True, exist_ok=True)
-    geometry = {"spacing": (1.0, 1.0, 1.0), "origin": (0.0, 0.0, 0.0), "direction": np.eye(3)}
-    lines = ["# synthetic lumbar phantom written by spine-phantom; classes: " + ",".join(CLASS_NAMES)]
-    for case in range(cases):
-        image, label = make_phantom(seed * 1000 + case, shape)
-        stem = out_dir / f"phantom_{case:02d}"
-        write_volume(Volume(image, **geometry), f"{stem}_image.nrrd")
-        write_volume(Volume(label, **geometry), f"{stem}_label.nrrd")
-        rel = os.path.relpath(stem, list_path.parent.resolve())
-        lines.append(f"{rel}_image.nrrd,{rel}_label.nrrd")
-    with atomic_path(list_path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    created = _make_folders(out_dir, list_path.parent)
+    try:
+        lines = ["# synthetic lumbar phantom written by spine-phantom; classes: " + ",".join(CLASS_NAMES)]
+        for case in range(cases):
+            stem = out_dir / f"phantom_{case:02d}"
+            image, label = make_phantom(seed * 1000 + case, shape)
+            for path, array in ((Path(f"{stem}_image.nrrd"), image), (Path(f"{stem}_label.nrrd"), label)):
+                with _new_file(path, created):
+                    write_volume(Volume(array, **GEOMETRY), path)
+            rel = os.path.relpath(stem, list_path.parent.resolve())
+            lines.append(f"{rel}_image.nrrd,{rel}_label.nrrd")
+        with _new_file(list_path, created), atomic_path(list_path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except BaseException:
+        _remove(created)
+        raise
     return list_path
+
+
+def _make_folders(*folders: Path) -> list[Path]:
+    """Create `folders` (with parents); returns the ones that did not exist, parents first."""
+    created: list[Path] = []
+    for folder in folders:
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        created += [p for p in reversed(missing) if p not in created]
+    return created
+
+
+@contextlib.contextmanager
+def _new_file(path: Path, created: list[Path]) -> Iterator[None]:
+    """Around writing `path`: a full disk (or the like) becomes a UserError naming it; a new file joins `created`."""
+    existed = path.exists()
+    with disk_errors(path, "phantom file"):
+        yield
+    if not existed:
+        created.append(path)
+
+
+def _remove(created: list[Path]) -> None:
+    """Delete what a failed call created, files before the folders holding them."""
+    for path in reversed(created):
+        with contextlib.suppress(OSError):  # a folder someone else wrote into meanwhile stays
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)

@@ -9,15 +9,18 @@ both agree bit for bit, so training and inference cannot drift.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
-from spine_keras.errors import UserError
+from spine_keras.errors import CaseError, UserError
 from spine_keras.io import Volume
 from spine_keras.preprocess import INTERPOLATIONS, PreprocessConfig, fit_shape, normalize, resample
 
 MIN_SIDE = 16
 MODES = ("2d", "3d")
+MAX_SAMPLE_BYTES = 1 << 30  # one float32 sample: one HDF5 chunk (HDF5 caps chunks at 4 GiB), several per case in memory
+MAX_VOLUME_VOXELS = 1 << 30  # a volume resampled to --spacing: 4 GiB as float32, before its copies
 
 
 @dataclasses.dataclass
@@ -56,6 +59,13 @@ class SamplingConfig:
                 f"target shape {shown} is too small: every side must be at least {MIN_SIDE} so the networks can "
                 "downsample it"
             )
+        size = 4 * int(np.prod(self.shape, dtype=np.float64))
+        if size > MAX_SAMPLE_BYTES:
+            raise UserError(
+                f"a {'x'.join(map(str, self.shape))} float32 sample is {_bytes(size)}; each sample is one HDF5 chunk "
+                f"(HDF5 caps chunks at 4 GiB) and a case holds several in memory: keep it under "
+                f"{_bytes(MAX_SAMPLE_BYTES)} (e.g. 256,256 in 2D or 128,256,256 in 3D)"
+            )
 
     @property
     def windowed(self) -> bool:
@@ -84,19 +94,59 @@ class Prepared:
 def prepare(image: Volume, config: PreprocessConfig, label: np.ndarray | None = None) -> Prepared:
     """Resample to the configured spacing (image linear or cubic, label nearest), then normalize the whole volume.
 
-    `label` holds class ids on the image's grid (already remapped); prediction passes none.
+    `label` holds class ids on the image's grid (already remapped); prediction passes none. The one gate for
+    intensities, shared by the cube builder and prediction: NaN or infinite values, and values too large to
+    normalize in float32, are a `CaseError` (the caller names the case), as is a resampled grid too large to hold.
     """
     array, spacing = image.array, tuple(float(s) for s in image.spacing)
     if array.ndim == len(spacing) + 1 and array.shape[-1] == 1:  # a single-channel volume stored with its channel
         array = array[..., 0]
+    check_finite(array, "the image")
     if config.spacing is not None:
         if len(config.spacing) != len(spacing):
             raise UserError(f"--spacing needs {len(spacing)} values for these volumes")
+        _check_resampled_size(array.shape[: len(spacing)], spacing, config.spacing)
         array = resample(array, spacing, config.spacing, INTERPOLATIONS[config.interpolation])
         label = None if label is None else resample(label, spacing, config.spacing, 0)
         spacing = tuple(float(s) for s in config.spacing)
-    array = normalize(array, config)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as one line
+        array = normalize(array, config)
+    if not np.all(np.isfinite(array)):
+        raise CaseError("the image's intensities are too large to normalize in float32; rescale the volume")
     return Prepared(array, label, spacing, float(array.min()))
+
+
+def check_finite(array: np.ndarray, what: str) -> None:
+    """CaseError when a floating-point `array` holds NaN or infinite values (integer arrays always pass)."""
+    if not np.issubdtype(array.dtype, np.inexact):
+        return
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    bad = int(finite.size - np.count_nonzero(finite))
+    first = tuple(int(i) for i in np.argwhere(~finite)[0])
+    raise CaseError(
+        f"{what} holds {bad} NaN or infinite intensity value(s) (the first at voxel {first}); fix or drop the scan"
+    )
+
+
+def _check_resampled_size(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> None:
+    """CaseError when resampling `shape` from `spacing` to `target` would make an absurdly large grid."""
+    new_shape = [max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target)]
+    voxels = float(np.prod(new_shape, dtype=np.float64))
+    if voxels > MAX_VOLUME_VOXELS:
+        raise CaseError(
+            f"resampling this {'x'.join(map(str, shape))} volume to spacing {','.join(f'{t:g}' for t in target)} mm "
+            f"would make a {'x'.join(map(str, new_shape))} grid ({_bytes(4 * voxels)} as float32); choose a "
+            "coarser --spacing"
+        )
+
+
+def _bytes(size: float) -> str:
+    """A byte count for people: '256 GiB', '64 MiB', '1.5 KiB'."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    power = min(len(units) - 1, int(math.log(max(size, 1.0), 1024)))
+    return f"{size / 1024**power:.3g} {units[power]}"
 
 
 def stack_samples(array: np.ndarray, sampling: SamplingConfig) -> np.ndarray:

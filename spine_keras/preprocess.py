@@ -7,11 +7,11 @@ Everything here is numpy/scipy on arrays indexed like `spine_keras.io.Volume.arr
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from spine_keras.choices import FITS, INTENSITY_NORMALIZATIONS, INTERPOLATIONS
 from spine_keras.errors import CaseError, UserError
@@ -41,10 +41,10 @@ class PreprocessConfig:
         lo, hi = self.percentiles
         if not 0.0 <= lo < hi <= 100.0:
             raise UserError(f"percentiles {lo},{hi} must satisfy 0 <= low < high <= 100")
-        if self.spacing is not None and any(s <= 0 for s in self.spacing):
-            raise UserError(f"spacing {self.spacing} must be positive")
-        if self.crop_roi_mm is not None and self.crop_roi_mm < 0:
-            raise UserError("--crop-roi margin must be >= 0 mm")
+        if self.spacing is not None and not all(math.isfinite(s) and s > 0 for s in self.spacing):
+            raise UserError(f"spacing {','.join(f'{s:g}' for s in self.spacing)} must be positive finite mm")
+        if self.crop_roi_mm is not None and not (math.isfinite(self.crop_roi_mm) and self.crop_roi_mm >= 0):
+            raise UserError(f"--crop-roi margin must be a finite number >= 0 mm, not {self.crop_roi_mm:g}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -180,6 +180,8 @@ def resample(
     shape = tuple(int(s) for s in shape)
     if shape == array.shape[: len(spacing_a)] and np.allclose(spacing_a, new_a):
         return array
+    from scipy import ndimage  # here, not at the top: commands validate their flags without loading scipy
+
     scale = new_a / spacing_a
     out_dtype = array.dtype if order == 0 else np.float32
     src = array if order == 0 else array.astype(np.float32, copy=False)
@@ -222,6 +224,8 @@ def resize(array: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     in_shape = array.shape[: len(shape)]
     if in_shape == shape:
         return array
+    from scipy import ndimage
+
     scale = np.asarray(in_shape, dtype=float) / np.asarray(shape, dtype=float)
     offset = 0.5 * scale - 0.5
     src = array if order == 0 else array.astype(np.float32, copy=False)

@@ -181,8 +181,8 @@ def constant_model() -> Callable[..., object]:
 
 class Refusal:
     """Runs a spine_keras command in a subprocess, as a user would, and checks it refused cleanly: the expected exit
-    status, exactly one stderr line (`error: ...`, plus argparse's `usage hint:` line) matching a pattern, no traceback, no new file left behind in the
-    watched folder, and no process of its own left running."""
+    status, exactly one stderr line (`error: ...`, plus argparse's `usage hint:` line) matching a pattern, no
+    traceback, no new file left behind in the watched folder, and no process of its own left running."""
 
     def __init__(self, folder: Path):
         self.folder = folder

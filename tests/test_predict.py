@@ -187,7 +187,8 @@ def test_bad_inputs_are_reported_and_the_rest_still_run(unet_run, tmp_path, caps
         "mismatch.txt",
     ]
     rc = main([str(unet_run), *(str(tmp_path / name) for name in inputs), "-o", str(tmp_path / "out")])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert rc == 2
     assert read_volume(tmp_path / "out" / "good_seg.nrrd").shape == (30, 26, 9)
     assert "missing.nrrd' not found" in err
@@ -197,7 +198,8 @@ def test_bad_inputs_are_reported_and_the_rest_still_run(unet_run, tmp_path, caps
     assert "scan.dcm': unsupported input type" in err
     assert "bad.txt line 1: malformed line" in err
     assert "label" in err and "other.nrrd' has shape (12, 12, 4)" in err
-    assert "7 input(s) failed, 1 segmented" in err
+    assert "7 input(s) failed, 1 segmented" in captured.out  # stderr holds only the `error:` lines
+    assert all(line.startswith("error: ") for line in err.splitlines())
     assert "Traceback" not in err
 
 
@@ -213,5 +215,6 @@ def test_bad_model_or_flags_exit_2(unet_run, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main([str(unet_run), str(scan), "--label", str(scan), "--label", str(scan)]) == 2
     assert "--label was given 2 time(s) for 1 volume input(s)" in capsys.readouterr().err
-    assert main([str(unet_run), str(scan), "--overlap", "1"]) == 2
-    assert "--overlap must lie in [0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main([str(unet_run), str(scan), "--overlap", "1"])
+    assert exited.value.code == 2 and "--overlap: 1 is out of range: must be in [0, 1)" in capsys.readouterr().err

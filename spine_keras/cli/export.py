@@ -19,9 +19,10 @@ def parser() -> argparse.ArgumentParser:
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    quiet_tensorflow(args.tf_verbose)
-    from spine_keras.export import export_bundle
+    from spine_keras.export import plan_export, write_export
 
-    out = export_bundle(args.run_dir, args.out)
+    plan = plan_export(args.run_dir, args.out)  # run folder, every bundle and the destination, before TensorFlow
+    quiet_tensorflow(args.tf_verbose)
+    out = write_export(plan)
     print(f"exported -> {out}")
     return 0

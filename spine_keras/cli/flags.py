@@ -123,3 +123,25 @@ def _settings_help(field: dataclasses.Field) -> str:
             shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
     text = f"{info.get('help', '')} (default: {shown})".strip()
     return text.replace("%", "%%")  # argparse %-formats help strings
+
+
+def in_range(kind: type, low: float | None = None, high: float | None = None, high_open: bool = False) -> Any:
+    """An argparse type: `kind` (int or float) within [low, high] (or [low, high) with `high_open`); anything else,
+    NaN and infinities included, is refused in one line naming the range."""
+    if high is None:
+        bounds = f">= {low}"
+    else:
+        bounds = f"in [{low}, {high}{')' if high_open else ']'}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        above = high is not None and (value >= high if high_open else value > high)
+        if value != value or (low is not None and value < low) or above or abs(value) == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {bounds}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse

@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING
 from spine_keras.augment import AugmentConfig
 from spine_keras.choices import FITS, INTENSITY_NORMALIZATIONS, INTERPOLATIONS
 from spine_keras.cli import CliParser, user_errors_exit_2
-from spine_keras.cli.flags import add_dataclass_flags, dataclass_from_flags, ints, names, numbers
+from spine_keras.cli.flags import add_dataclass_flags, dataclass_from_flags, in_range, ints, names, numbers
 from spine_keras.errors import UserError
+
+MAX_WORKERS = 256  # the same limits as spine_keras.cube.build.CubeConfig, which checks them for library callers
+MAX_COPIES = 32767
+MAX_SEED = 2**63 - 1
 
 if TYPE_CHECKING:
     from spine_keras.cube.build import CubeConfig
@@ -22,20 +26,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("list", help="text file, one 'image,label' pair a line (paths relative to the list's folder)")
     p.add_argument("-o", "--output", default="cube.h5", help="cube to write")
     p.add_argument("--force", action="store_true", help="replace an existing cube")
-    p.add_argument("--workers", type=int, default=0, help="parallel case workers (0 = all cores)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same cube")
+    p.add_argument(
+        "--workers", type=in_range(int, 0, MAX_WORKERS), default=0, help="parallel case workers (0 = all cores)"
+    )
+    p.add_argument("--seed", type=in_range(int, 0, MAX_SEED), default=0, help="random seed: same seed, same cube")
     p.add_argument("--skip-bad", action="store_true", help="warn about and skip bad cases (recorded in the cube)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     s = p.add_argument_group("samples")
     s.add_argument("--mode", choices=("2d", "3d"), default="2d")
-    s.add_argument("--axis", type=int, default=2, help="2D slice axis (2 = sagittal in the shared data)")
+    s.add_argument(
+        "--axis", type=in_range(int, 0, 2), default=2, help="2D slice axis (2 = sagittal in the shared data)"
+    )
     s.add_argument(
         "--shape",
         type=ints,
         default=None,
         help="sample shape H,W (2d, default 256,256) or D,H,W (3d, default 64,128,128)",
     )
-    s.add_argument("--min-foreground", type=float, default=0.0, help="drop samples with a smaller labelled fraction")
+    s.add_argument(
+        "--min-foreground",
+        type=in_range(float, 0, 1, high_open=True),
+        default=0.0,
+        help="drop samples with a smaller labelled fraction",
+    )
     s.add_argument(
         "--stride",
         type=ints,
@@ -44,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--background-keep",
-        type=float,
+        type=in_range(float, 0, 1),
         default=0.1,
         help="3d patches: probability of keeping a patch with no label (foreground-biased sampling)",
     )
@@ -55,7 +68,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--percentiles", type=numbers, default=(0.5, 99.5), help="clip range for percentile")
     q.add_argument(
         "--crop-roi",
-        type=float,
+        type=in_range(float, 0),
         default=None,
         metavar="MM",
         help="crop to the labelled region plus this margin before fitting to --shape",
@@ -71,7 +84,13 @@ def parser() -> argparse.ArgumentParser:
         "--classes", type=names, default=None, help="class names, background first, e.g. background,vertebra"
     )
     a = p.add_argument_group("augmentation (offline copies)")
-    a.add_argument("--augment", type=int, default=0, metavar="N", help="augmented copies per original sample")
+    a.add_argument(
+        "--augment",
+        type=in_range(int, 0, MAX_COPIES),
+        default=0,
+        metavar="N",
+        help="augmented copies per original sample",
+    )
     add_dataclass_flags(a, AugmentConfig)
     return p
 
@@ -87,8 +106,6 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
         augment = dataclass_from_flags(AugmentConfig, args)
     except (TypeError, ValueError) as exc:
         raise UserError(f"augmentation flags: {exc}") from exc
-    if args.augment < 0:
-        raise UserError("--augment must be >= 0")
     if args.crop_roi is not None and args.fit == "resize" and args.stride is None:
         raise UserError(
             "--crop-roi with --fit resize would train on anatomy scaled differently from what "
@@ -97,6 +114,10 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
         )
     if len(args.percentiles) != 2:
         raise UserError("--percentiles takes two numbers, e.g. 0.5,99.5")
+    if args.spacing is not None and len(args.spacing) != 3:
+        raise UserError(
+            f"--spacing takes three numbers in mm (one per volume axis), e.g. 1,1,1; got {len(args.spacing)}"
+        )
     return CubeConfig(
         list_path=args.list,
         output=args.output,

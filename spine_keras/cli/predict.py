@@ -7,7 +7,15 @@ import argparse
 import sys
 
 from spine_keras.choices import FORMATS
-from spine_keras.cli import EXIT_USER_ERROR, CliParser, add_verbose_flag, quiet_tensorflow, user_errors_exit_2
+from spine_keras.cli import (
+    EXIT_USER_ERROR,
+    CliParser,
+    add_verbose_flag,
+    one_line,
+    quiet_tensorflow,
+    user_errors_exit_2,
+)
+from spine_keras.cli.flags import in_range
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,7 +32,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="volumes (.nrrd, .nhdr, .nii, .nii.gz, .mha, .mhd) or list files (image[,label] a line)",
     )
-    p.add_argument("-o", "--out-dir", default="predictions", help="output folder (default predictions)")
+    p.add_argument(
+        "-o", "--out-dir", default="predictions", help="output folder, made if its parent exists (default predictions)"
+    )
     p.add_argument(
         "--label",
         action="append",
@@ -32,11 +42,24 @@ def parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="ground truth for the volume INPUTs, once per volume in the same order: Dice/IoU table + CSV",
     )
-    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows or slices per model call (default 4)")
+    p.add_argument(
+        "--overlap",
+        type=in_range(float, 0, 1, high_open=True),
+        default=0.5,
+        help="sliding-window overlap in [0, 1) (default 0.5)",
+    )
+    p.add_argument(
+        "--batch-size", type=in_range(int, 1, 4096), default=4, help="windows or slices per model call (default 4)"
+    )
     p.add_argument("--tta", action="store_true", help="average over all flips of the spatial axes")
     p.add_argument("--probabilities", action="store_true", help="also write per-class probability maps (_prob)")
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="output format (default: the input's)")
+    p.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="run a SavedModel even if its graph holds ops outside the allow-list or it has no recorded file hashes "
+        "(only for models from people you trust: a SavedModel is a program)",
+    )
     add_verbose_flag(p)
     return p
 
@@ -54,14 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         probabilities=args.probabilities,
         format=args.format,
     )
-    segmenter = load_segmenter(args.model, tta=args.tta)
+    segmenter = load_segmenter(args.model, tta=args.tta, trust=args.trust_model)
     report = predict_inputs(segmenter, args.inputs, args.label, options)
     if report.table:
         print(report.table)
         print(f"metrics -> {report.metrics_csv}")
     for failure in report.failures:
-        print(f"error: {failure}", file=sys.stderr)
+        print(f"error: {one_line(failure)}", file=sys.stderr)
     if report.failures:
-        print(f"{len(report.failures)} input(s) failed, {len(report.outputs)} segmented", file=sys.stderr)
+        print(f"{len(report.failures)} input(s) failed, {len(report.outputs)} segmented")
         return EXIT_USER_ERROR
     return 0

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from spine_keras.cli import CliParser, add_verbose_flag, quiet_tensorflow, user_errors_exit_2
+from spine_keras.cli import CliParser, add_verbose_flag, one_line, quiet_tensorflow, user_errors_exit_2
 from spine_keras.cli.flags import add_settings_flags
+from spine_keras.destinations import check_folder
 from spine_keras.errors import UserError
-from spine_keras.train.settings import GROUPS, TrainSettings, merge_settings
+from spine_keras.train.settings import CUBE_CHECKS, GROUPS, TrainSettings, merge_settings
 
 RESUME_OVERRIDES = ("epochs", "verbose")
+EXIT_DIVERGED = 3  # the run started and failed (NaN or infinite loss): not a mistake in the input (exit 2)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,24 +41,31 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="after training, export the best bundle as a SavedModel (default DIR: RUN/export)",
     )
+    p.add_argument(
+        "--check-cube",
+        choices=CUBE_CHECKS,
+        default="full",
+        help="before training, read every cube value (NaN, label ids >= n_classes, corrupt chunks: about one read "
+        "of the cube) or only its layout, dtypes and attributes (default: full)",
+    )
     p.add_argument("--quiet", dest="verbose", action="store_const", const=0, help="no progress bar or epoch lines")
     add_verbose_flag(p)
     return p
 
 
-def _resume_settings(run_dir: Path, flags: dict[str, Any]) -> dict[str, Any]:
+def _resume_settings(run_dir: Path, flags: dict[str, Any]) -> TrainSettings:
     """The saved settings of a run folder, with the few flags a resumed run may change."""
-    config = run_dir / "config.json"
-    if not config.is_file():
-        raise UserError(f"'{run_dir}' is not a run folder (no config.json); give the folder a run was writing")
     changed = sorted(set(flags) - set(RESUME_OVERRIDES))
     if changed:
         raise UserError(
             f"a resumed run keeps its settings; drop --{', --'.join(k.replace('_', '-') for k in changed)} "
             f"(only --{', --'.join(RESUME_OVERRIDES)} may change)"
         )
-    settings = json.loads(config.read_text(encoding="utf-8"))["settings"]
-    return {**settings, **flags, "out": str(run_dir)}
+    from spine_keras.train.preflight import run_settings
+
+    settings, origins = run_settings(run_dir)
+    origins.update({k: "flag" for k in flags})
+    return TrainSettings.from_dict({**settings, **flags, "out": str(run_dir)}, origins)
 
 
 def _export(run_bundle: Path, target: str, run_dir: Path) -> None:
@@ -72,20 +81,30 @@ def _export(run_bundle: Path, target: str, run_dir: Path) -> None:
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, check inputs, train, report where the run is."""
+    """Parse flags, check every input (before TensorFlow loads or anything is written), train, report the run."""
     args = vars(parser().parse_args(argv))
     config, resume, export = args.pop("config"), args.pop("resume"), args.pop("export")
-    quiet_tensorflow(args.pop("tf_verbose"))
+    cube_check, verbose = args.pop("check_cube"), args.pop("tf_verbose")
     if resume:
         if config:
             raise UserError("--resume reads the run's own config.json; drop --config")
-        settings = TrainSettings.from_dict(_resume_settings(Path(resume), args))
+        settings = _resume_settings(Path(resume), args)
     else:
         settings = merge_settings(config, args)
-    from spine_keras.train.run import train
-    from spine_keras.train.strategy import is_chief
+    from spine_keras.train.preflight import is_chief, plan_run  # h5py and NumPy: after the settings are checked
 
-    outcome = train(settings, resume=bool(resume))
+    plan = plan_run(settings, resume=bool(resume), cube_check=cube_check)
+    if export:
+        check_folder(export, "--export folder")
+    quiet_tensorflow(verbose)
+    from spine_keras.train.loop import TrainingDiverged
+    from spine_keras.train.run import run_plan
+
+    try:
+        outcome = run_plan(plan)
+    except TrainingDiverged as exc:
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_DIVERGED
     print(f"run folder: {outcome.run_dir}")
     if export is not None and is_chief():
         _export(outcome.best_bundle(), export, outcome.run_dir)

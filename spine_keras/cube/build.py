@@ -11,10 +11,13 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,16 @@ from spine_keras import __version__
 from spine_keras.augment import AugmentConfig
 from spine_keras.cube.samples import CaseJob, CaseSamples, SamplingConfig, process_case
 from spine_keras.cube.store import CUBE_FORMAT, CubeWriter, remove_stale_temps, temp_path_for, write_attrs
+from spine_keras.destinations import check_file, disk_errors, writer_lock
 from spine_keras.errors import CaseError, UserError
 from spine_keras.io import ListEntry, parse_list
 from spine_keras.preprocess import LabelMap, PreprocessConfig
+
+MAX_WORKERS = 256
+MAX_COPIES = 32767  # copy numbers are stored as int16
+MAX_SEED = 2**63 - 1  # stored as a native HDF5 int64 attribute
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PARENT: int | None = None  # in a worker: the build process it serves
 
 
 @dataclasses.dataclass
@@ -46,6 +56,15 @@ class CubeConfig:
     workers: int = 0  # 0 = all cores
     skip_bad: bool = False
     force: bool = False
+
+    def __post_init__(self) -> None:
+        for flag, value, high in (
+            ("--augment", self.copies, MAX_COPIES),
+            ("--seed", self.seed, MAX_SEED),
+            ("--workers", self.workers, MAX_WORKERS),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+                raise UserError(f"{flag} must be a whole number from 0 to {high}, not {value}")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON values, the nested stage configs through their own `to_dict`."""
@@ -97,25 +116,55 @@ def _ordered_results(jobs: list[CaseJob], workers: int) -> Iterator[tuple[CaseJo
             yield job, _run(job)
         return
     context = multiprocessing.get_context("spawn")  # no fork: the caller may have threads (TF, h5py)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+    ) as pool:
         pending: collections.deque[tuple[CaseJob, Future]] = collections.deque()
         queue = iter(jobs)
         try:
             for job in queue:
                 pending.append((job, pool.submit(_run, job)))
                 if len(pending) >= 2 * workers:
-                    done_job, future = pending.popleft()
-                    yield done_job, future.result()
+                    yield _result(*pending.popleft())
             while pending:
-                done_job, future = pending.popleft()
-                yield done_job, future.result()
+                yield _result(*pending.popleft())
         finally:
             for _, future in pending:
                 future.cancel()
 
 
+def _result(job: CaseJob, future: Future) -> tuple[CaseJob, CaseSamples | CaseError]:
+    """The job with its worker's result; a worker that died (killed, out of memory) is a UserError naming the case."""
+    try:
+        return job, future.result()
+    except BrokenProcessPool as exc:
+        raise UserError(
+            f"{job.entry.source}: a worker process died while processing '{job.entry.image}' (killed, or out of "
+            "memory?); try fewer --workers"
+        ) from exc
+
+
+def _worker_init(parent: int) -> None:
+    """Runs first in every worker: die with the build process, whatever kills it (Linux), and leave at once if
+    it is already gone."""
+    global _PARENT
+    _PARENT = parent
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _exit_if_orphaned()
+
+
+def _exit_if_orphaned() -> None:
+    """In a worker whose build process has gone: exit now rather than work for nobody."""
+    if _PARENT is not None and os.getppid() != _PARENT:
+        os._exit(1)
+
+
 def _run(job: CaseJob) -> CaseSamples | CaseError:
     """Process a case, returning (not raising) its user-level error so the parent decides to skip or stop."""
+    _exit_if_orphaned()
     try:
         return process_case(job)
     except CaseError as exc:
@@ -123,9 +172,11 @@ def _run(job: CaseJob) -> CaseSamples | CaseError:
         return exc
     except UserError as exc:
         return CaseError(str(exc), job.entry.case_id)
-    except Exception as exc:  # noqa: BLE001 - one bad case must not end the build with a traceback
+    except MemoryError:
         return CaseError(
-            f"{job.entry.source}: cannot process '{job.entry.image}' ({type(exc).__name__}: {exc})", job.entry.case_id
+            f"{job.entry.source}: not enough memory to process '{job.entry.image}'; try fewer --workers, a "
+            "coarser --spacing or a smaller --shape",
+            job.entry.case_id,
         )
 
 
@@ -136,20 +187,23 @@ def build_cube(config: CubeConfig, warn: Callable[[str], None] | None = None, pr
     write the attributes, rename the file onto the target.
     """
     skips = _SkipLog(config.skip_bad, warn or _warn_on_stderr)
-    target = _check_target(config)
+    target = check_file(config.output, "cube", force=config.force)
     entries = parse_list(config.list_path)
+    _check_not_an_input(target, Path(config.list_path), entries)
     label_map = LabelMap.parse(config.label_map)
     n_classes = resolve_classes(label_map, config.class_names)
-    jobs = _plan_jobs(config, entries, label_map, n_classes, skips)
-    start = time.perf_counter()
-    with _atomic_cube_file(target) as handle:
-        count, max_label = _write_samples(handle, config, jobs, len(entries), skips, progress)
-        if count == 0:
-            raise UserError(
-                f"no samples were produced from '{config.list_path}' "
-                f"({len(skips.records)} of {len(entries)} cases skipped; lower --min-foreground?)"
-            )
-        _finish_attributes(handle, config, n_classes, max_label, skips.records)
+    with writer_lock(target, "cube"):
+        check_file(target, "cube", force=config.force)  # another build may have finished it while we checked
+        jobs = _plan_jobs(config, entries, label_map, n_classes, skips)
+        start = time.perf_counter()
+        with _atomic_cube_file(target) as handle:
+            count, max_label = _write_samples(handle, config, jobs, len(entries), skips, progress)
+            if count == 0:
+                raise UserError(
+                    f"no samples were produced from '{config.list_path}' "
+                    f"({len(skips.records)} of {len(entries)} cases skipped; lower --min-foreground?)"
+                )
+            _finish_attributes(handle, config, n_classes, max_label, skips.records)
     return BuildReport(target, count, len(entries) - len(skips.records), skips.records, time.perf_counter() - start)
 
 
@@ -174,14 +228,14 @@ class _SkipLog:
         self.records.append({"case_id": entry.case_id, "source": entry.source, "reason": str(error)})
 
 
-def _check_target(config: CubeConfig) -> Path:
-    """The output path, after checking it may be written: not there (or --force), in an existing folder."""
-    target = Path(config.output)
-    if target.exists() and not config.force:
-        raise UserError(f"'{target}' already exists; pass --force to replace it or -o to write elsewhere")
-    if not target.parent.is_dir():
-        raise UserError(f"output folder '{target.parent}' does not exist")
-    return target
+def _check_not_an_input(target: Path, list_path: Path, entries: list[ListEntry]) -> None:
+    """UserError when the cube would replace the list or one of its volumes (links resolved)."""
+    output = target.resolve()
+    if output == list_path.resolve():
+        raise UserError(f"cube '{target}' is the input list itself; choose another -o")
+    for entry in entries:
+        if output in (entry.image.resolve(), entry.label.resolve() if entry.label else None):
+            raise UserError(f"cube '{target}' is an input volume of {entry.source}; choose another -o")
 
 
 def _plan_jobs(
@@ -216,18 +270,48 @@ def _plan_jobs(
 def _atomic_cube_file(target: Path) -> Iterator[h5py.File]:
     """An HDF5 file open for writing at a hidden temporary path beside `target`, renamed onto it on success.
 
-    On any failure (a bad case, Ctrl-C) the temporary file is deleted, so a cube either exists whole or not at all;
-    temporaries of builds that were killed are removed first.
+    On any failure (a bad case, a full disk, Ctrl-C) the file is closed and the temporary deleted, so a cube either
+    exists whole or not at all; temporaries of builds that were killed are removed first. A full disk or a vanished
+    folder becomes a UserError naming the cube.
     """
     remove_stale_temps(target)
     tmp = temp_path_for(target)
+    handle = None
     try:
-        with h5py.File(tmp, "w") as handle:
+        with hdf5_disk_errors(target, "cube"):
+            handle = h5py.File(tmp, "w", rdcc_nbytes=0)  # no chunk cache: a full disk fails the write, not the close
             yield handle
-        os.replace(tmp, target)
+            handle.close()  # the last flush: a full disk may show only here
+            os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(handle, tmp)
         raise
+
+
+@contextlib.contextmanager
+def hdf5_disk_errors(path: Path, what: str) -> Iterator[None]:
+    """`disk_errors` for HDF5 writes: h5py reports a full disk as an OSError or RuntimeError whose errno is only in
+    its text ('errno = 28'), so that errno is lifted into a plain OSError first."""
+    with disk_errors(path, what):
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            found = re.search(r"errno = (\d+)", str(exc))
+            if isinstance(exc, OSError) and exc.errno or found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code)) from exc
+
+
+def _discard(handle: h5py.File | None, tmp: Path) -> None:
+    """Close a failed cube's file and delete it. HDF5 crashes (SIGSEGV) closing a file whose flush fails on a full
+    disk, so the file is first truncated to free the disk; a close that still fails is ignored, the file goes."""
+    if handle is not None:
+        with contextlib.suppress(OSError):
+            os.truncate(tmp, 0)
+        with contextlib.suppress(OSError, RuntimeError):
+            handle.close()
+    tmp.unlink(missing_ok=True)
 
 
 def _write_samples(

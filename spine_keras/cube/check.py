@@ -12,6 +12,10 @@ import numpy as np
 
 from spine_keras import outputs
 from spine_keras.cube.store import DATASETS, read_attrs
+from spine_keras.errors import UserError
+from spine_keras.io import one_line
+from spine_keras.prepare import SamplingConfig
+from spine_keras.preprocess import PreprocessConfig
 
 BLOCK = 64  # samples read at a time: memory stays bounded whatever the cube's size
 
@@ -70,7 +74,10 @@ class CubeReport:
 
 
 def _layout_problems(handle: h5py.File, attrs: dict[str, Any]) -> list[str]:
+    """Datasets present, of the right kind, dtype, rank and length; then the attributes (cheap: no sample read)."""
     problems = [f"missing dataset '{name}'" for name in DATASETS if name not in handle and name != "positions"]
+    kinds = {name: isinstance(handle[name], h5py.Dataset) for name in DATASETS if name in handle}
+    problems += [f"'{name}' is not a dataset" for name, is_dataset in kinds.items() if not is_dataset]
     if problems:
         return problems
     images, labels = handle["images"], handle["labels"]
@@ -83,15 +90,48 @@ def _layout_problems(handle: h5py.File, attrs: dict[str, Any]) -> list[str]:
         problems.append(f"images have shape {images.shape}, expected (N, {rank} spatial sides, 1)")
     if labels.ndim != rank + 1 or labels.shape[1:] != images.shape[1:-1]:
         problems.append(f"labels have shape {labels.shape}, not matching images {images.shape}")
-    lengths = {name: handle[name].shape[0] for name in DATASETS if name in handle}
+    if h5py.check_string_dtype(handle["case_ids"].dtype) is None:
+        problems.append(f"case_ids are {handle['case_ids'].dtype}, expected strings")
+    for name in ("augmented", "positions"):
+        if name in handle and handle[name].dtype.kind not in "iu":
+            problems.append(f"{name} are {handle[name].dtype}, expected integers")
+    lengths = {name: handle[name].shape[0] if handle[name].ndim else None for name in DATASETS if name in handle}
     if len(set(lengths.values())) > 1:
         problems.append(f"datasets have different lengths: {lengths}")
-    n_classes = attrs.get("n_classes")
-    if not isinstance(n_classes, int) or n_classes < 2:
-        problems.append(f"attribute n_classes is {n_classes!r}, expected an integer >= 2")
-    elif len(attrs.get("class_names") or []) != n_classes:
-        problems.append(f"{len(attrs.get('class_names') or [])} class names for {n_classes} classes")
+    return problems + _attribute_problems(attrs, images.shape[1:-1])
+
+
+def _attribute_problems(attrs: dict[str, Any], sample_shape: tuple[int, ...]) -> list[str]:
+    """What is wrong with the attributes training and prediction rely on: mode, classes, sampling, preprocessing."""
+    problems = []
+    if attrs.get("mode") not in ("2d", "3d"):
+        problems.append(f"attribute mode is {attrs.get('mode')!r}, expected '2d' or '3d'")
+    n_classes, names = attrs.get("n_classes"), attrs.get("class_names")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or not 2 <= n_classes <= 256:
+        problems.append(f"attribute n_classes is {n_classes!r}, expected an integer from 2 to 256")
+    elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        problems.append(f"attribute class_names is {names!r}, expected a list of names")
+    elif len(names) != n_classes:
+        problems.append(f"{len(names)} class names for {n_classes} classes")
+    sampling = attrs.get("sampling")
+    if sampling is not None:
+        problems += _settings_problem("sampling", SamplingConfig, sampling)
+        if isinstance(sampling, dict) and tuple(sampling.get("shape") or ()) != tuple(sample_shape):
+            problems.append(f"attribute sampling has shape {sampling.get('shape')}, but the samples are {sample_shape}")
+    if attrs.get("preprocess") is not None:
+        problems += _settings_problem("preprocess", PreprocessConfig, attrs["preprocess"])
     return problems
+
+
+def _settings_problem(name: str, cls: type, value: Any) -> list[str]:
+    """[] when the attribute `name` rebuilds its settings class, else the one problem it has."""
+    if not isinstance(value, dict):
+        return [f"attribute {name} is {value!r}, expected a JSON object"]
+    try:
+        cls.from_dict(value)
+    except (UserError, TypeError, ValueError) as exc:
+        return [f"attribute {name} is invalid: {exc}"]
+    return []
 
 
 def check_cube(path: Path | str, scan: bool = True) -> CubeReport:
@@ -106,8 +146,8 @@ def check_cube(path: Path | str, scan: bool = True) -> CubeReport:
             if report.problems or not scan:
                 return report
             _scan(handle, attrs, report)
-    except OSError as exc:
-        report.problems.append(f"cannot read the samples ({exc}); the file is truncated or corrupt")
+    except (OSError, RuntimeError, ValueError) as exc:  # h5py's answers to a truncated file or a corrupt chunk
+        report.problems.append(f"cannot read the samples ({one_line(str(exc))}); the file is truncated or corrupt")
     return report
 
 

@@ -146,7 +146,11 @@ def augmented_copies(job: CaseJob, images: list, labels: list, rng: np.random.Ge
 def process_case(job: CaseJob) -> CaseSamples:
     """Turn one list entry into its samples (originals first, then their augmented copies)."""
     image, label = load_case(job.entry)
-    case = prepare(image, job.preprocess, remap_label(job, label))
+    classes = remap_label(job, label)
+    try:
+        case = prepare(image, job.preprocess, classes)
+    except CaseError as exc:
+        raise CaseError(f"{job.entry.source}: image '{job.entry.image}': {exc}") from exc
     max_label = int(case.label.max(initial=0))
     case = crop_to_roi(case, job.preprocess.crop_roi_mm)
     rng = np.random.default_rng([job.seed, job.index])

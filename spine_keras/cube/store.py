@@ -17,6 +17,7 @@ import numpy as np
 
 from spine_keras import __version__
 from spine_keras.errors import UserError
+from spine_keras.io import one_line
 from spine_keras.preprocess import PreprocessConfig
 
 CUBE_FORMAT = "spine_keras.cube/1"
@@ -96,6 +97,8 @@ def write_attrs(handle: h5py.File, attrs: dict[str, Any]) -> None:
 def read_attrs(path: Path | str) -> dict[str, Any]:
     """The cube's root attributes as Python values (JSON ones decoded); UserError for a non-cube file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cube '{path}' is a folder; give the cube's .h5 file")
     if not path.is_file():
         raise UserError(f"cube '{path}' not found; build one with `spine-make-cube LIST -o {path}`")
     try:
@@ -103,7 +106,9 @@ def read_attrs(path: Path | str) -> dict[str, Any]:
             raw = dict(handle.attrs)
             missing = [name for name in ("images", "labels") if name not in handle]
     except OSError as exc:
-        raise UserError(f"'{path}' is not a readable HDF5 file ({exc}); rebuild it with spine-make-cube") from exc
+        raise UserError(
+            f"'{path}' is not a readable HDF5 file ({one_line(str(exc))}); rebuild it with spine-make-cube"
+        ) from exc
     if raw.get("format") != CUBE_FORMAT or missing:
         raise UserError(
             f"'{path}' is not a spine_keras cube (format attribute {raw.get('format')!r}"
@@ -116,7 +121,12 @@ def read_attrs(path: Path | str) -> dict[str, Any]:
         if isinstance(value, np.generic):
             value = value.item()
         if key in JSON_ATTRS and isinstance(value, str):
-            value = json.loads(value)
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise UserError(
+                    f"cube '{path}': attribute '{key}' is not valid JSON ({exc}); rebuild it with spine-make-cube"
+                ) from exc
         attrs[key] = value
     return attrs
 

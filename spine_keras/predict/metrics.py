@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from spine_keras import outputs
-from spine_keras.metrics import confusion_matrix, dice_per_class, iou_per_class
 
 OVERALL = "mean"
 POOLED = "all voxels"
@@ -28,11 +27,15 @@ class CaseScores:
 
 
 def _scores(case_id: str, confusion: np.ndarray) -> CaseScores:
+    from spine_keras.metrics import dice_per_class, iou_per_class  # imports Keras: only once there is a score
+
     return CaseScores(case_id, dice_per_class(confusion).tolist(), iou_per_class(confusion).tolist(), confusion)
 
 
 def case_scores(case_id: str, predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> CaseScores:
     """Dice = 2|P∩T|/(|P|+|T|) and IoU = |P∩T|/|P∪T| for every class id in 0..n_classes-1."""
+    from spine_keras.metrics import confusion_matrix
+
     counts = confusion_matrix(np.asarray(truth)[None], np.asarray(predicted)[None], n_classes)
     return _scores(case_id, np.asarray(counts, dtype=np.int64))
 

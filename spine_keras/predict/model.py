@@ -1,12 +1,16 @@
 """Load a trained model for prediction: run folder, k-fold run, `.keras` file, exported SavedModel or export folder.
 
 Every form becomes a `Segmenter`: the typed `ModelBundle` plus a function from a float32 batch to class
-probabilities, with optional flip test-time augmentation and fold ensembling.
+probabilities, with optional flip test-time augmentation and fold ensembling. Everything that needs no TensorFlow
+is checked first (the metadata of every fold, the SHA-256 of every exported file); the models themselves load on
+first use, a SavedModel only once its ops passed the allow-list of `spine_keras.predict.graph_check`, a `.keras`
+file in Keras' safe mode.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +19,15 @@ import numpy as np
 
 from spine_keras.bundle import (
     EXPORT_KERAS_NAME,
+    METADATA_NAME,
     RUN_MODEL_FILES,
     SAVED_MODEL_DIR,
     ModelBundle,
     load_keras_model,
     probability_function,
     read_bundle,
+    verify_file,
+    verify_folder,
 )
 from spine_keras.errors import UserError
 
@@ -39,16 +46,63 @@ def keras_batch_fn(model, bundle: ModelBundle) -> BatchFn:
     return lambda batch: serve(tf.constant(batch, tf.float32))["probabilities"].numpy()
 
 
-def _saved_model_fn(path: Path) -> BatchFn:
+def _saved_model_fn(path: Path, trust: bool) -> BatchFn:
+    """The `serve` endpoint of a SavedModel, once its graph passed the op allow-list (unless `trust`)."""
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
 
+    from spine_keras.predict.graph_check import check_saved_model
+
+    if not trust:
+        check_saved_model(path)
     try:
         loaded = tf.saved_model.load(str(path))
-    except Exception as exc:
-        raise UserError(f"cannot load SavedModel '{path}' ({type(exc).__name__}: {exc})") from exc
+    except (tf.errors.OpError, DecodeError, ValueError, TypeError, KeyError, OSError) as exc:
+        raise UserError(f"cannot load SavedModel '{path}' ({type(exc).__name__}: {str(exc)[:300]})") from exc
     if not hasattr(loaded, "serve"):
         raise UserError(f"SavedModel '{path}' has no 'serve' endpoint; export it with scripts/export.py")
     return lambda batch: loaded.serve(tf.constant(batch, tf.float32))["probabilities"].numpy()
+
+
+def verify_export(kind: str, path: Path, bundle: ModelBundle, trust: bool) -> None:
+    """Check the exported files against the SHA-256 recorded at export (no TensorFlow): a SavedModel needs them,
+    unless `trust`; an exported `model.keras` is checked when they are there. A mismatch is always refused."""
+    info = bundle.export
+    if not (info and info.files):
+        if kind == "saved_model" and not trust:
+            raise UserError(
+                f"SavedModel '{path}' has no file hashes in its {METADATA_NAME} (export.files): re-export it with "
+                "spine-export, or pass --trust-model if you trust whoever made it"
+            )
+        return
+    if kind == "saved_model":
+        verify_folder(path, info.files, f"{info.saved_model}/")
+    elif path.name == info.keras:
+        verify_file(path, info.files.get(info.keras))
+
+
+class LazyModel:
+    """A batch function whose model loads on its first call (or on `load()`), so that bad inputs and flags are
+    refused before TensorFlow starts."""
+
+    def __init__(self, load: Callable[[], BatchFn]):
+        self._load = load
+        self._fn: BatchFn | None = None
+
+    def load(self) -> BatchFn:
+        """Load the model now if it is not loaded yet; returns its batch function."""
+        if self._fn is None:
+            self._fn = self._load()
+        return self._fn
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.load()(batch)
+
+
+def _load_fn(kind: str, path: Path, bundle: ModelBundle, trust: bool) -> BatchFn:
+    if kind == "keras":
+        return keras_batch_fn(load_keras_model(path), bundle)
+    return _saved_model_fn(path, trust)
 
 
 def _resolve(path: Path) -> list[tuple[str, Path, Path]]:
@@ -77,6 +131,12 @@ class Segmenter:
     bundle: ModelBundle
     fns: list[BatchFn]
     tta: bool = False
+
+    def load(self) -> None:
+        """Load every model now (they otherwise load on first use)."""
+        for fn in self.fns:
+            if isinstance(fn, LazyModel):
+                fn.load()
 
     def _once(self, batch: np.ndarray) -> np.ndarray:
         return sum(fn(batch) for fn in self.fns) / len(self.fns)
@@ -107,14 +167,18 @@ def check_folds(bundles: list[ModelBundle], files: list[Path], where: Path) -> N
             )
 
 
-def load_segmenter(model_path: Path | str, tta: bool = False) -> Segmenter:
-    """Load MODEL as given on the command line, checking that ensemble folds share their preprocessing."""
+def load_segmenter(model_path: Path | str, tta: bool = False, trust: bool = False) -> Segmenter:
+    """MODEL as given on the command line: its metadata read and the folds compared, the exported files checked
+    against their recorded hashes; the models load on first use (see the module docstring; `trust` skips the
+    SavedModel op allow-list and lets a SavedModel without recorded hashes through)."""
     path = Path(model_path)
     found = _resolve(path)
     bundles = [read_bundle(meta_path) for _, _, meta_path in found]
     check_folds(bundles, [file for _, file, _ in found], path)
+    for (kind, file, _), bundle in zip(found, bundles):
+        verify_export(kind, file, bundle, trust)
     fns = [
-        keras_batch_fn(load_keras_model(file), bundle) if kind == "keras" else _saved_model_fn(file)
+        LazyModel(functools.partial(_load_fn, kind, file, bundle, trust))
         for (kind, file, _), bundle in zip(found, bundles)
     ]
     return Segmenter(bundles[0], fns, tta)

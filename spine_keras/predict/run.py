@@ -1,11 +1,15 @@
 """A batch of inputs (volumes and list files) -> label maps (and probabilities, metrics) in an output folder.
 
-A bad input is recorded and skipped, so one unreadable file never stops the rest of the batch.
+A bad input is recorded and skipped, so one unreadable file never stops the rest of the batch; each input is read
+and prepared before the model is loaded, so a batch of bad inputs never starts TensorFlow. A full disk stops the
+batch: the case being written is removed, the cases written before it stay (each one complete) and are listed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +18,7 @@ import numpy as np
 
 from spine_keras.bundle import ModelBundle
 from spine_keras.choices import FORMATS
+from spine_keras.destinations import check_folder, describe_os_error
 from spine_keras.errors import CaseError, UserError
 from spine_keras.io import (
     SUPPORTED_SUFFIXES,
@@ -26,9 +31,11 @@ from spine_keras.io import (
 )
 from spine_keras.predict.metrics import CaseScores, case_scores, format_table, write_scores_csv
 from spine_keras.predict.model import Segmenter
-from spine_keras.predict.volume import predict_volume
+from spine_keras.predict.volume import Prediction, predict_prepared, prepare_volume
+from spine_keras.prepare import Prepared
 
 METRICS_CSV = "metrics.csv"
+DISK_FULL_TEXT = "No space left on device"  # how SimpleITK's writers report a full disk (a RuntimeError)
 LIST_SUFFIXES = (".txt", ".csv", ".lst", ".list")
 
 
@@ -137,23 +144,88 @@ def output_path(out_dir: Path, job: Job, kind: str, fmt: str | None) -> Path:
     return out_dir / f"{job.case_id}_{kind}{FORMATS[fmt] if fmt else suffix_of(job.image)}"
 
 
-def predict_job(job: Job, segmenter: Segmenter, options: PredictOptions) -> tuple[list[Path], CaseScores | None]:
-    """Segment one job, write its outputs, score it when ground truth is given."""
+@dataclasses.dataclass
+class CaseInput:
+    """One job's inputs, read, checked and prepared: everything before the model runs."""
+
+    image: Volume
+    truth: np.ndarray | None
+    case: Prepared
+
+
+def read_job(job: Job, bundle: ModelBundle) -> CaseInput:
+    """Read, check and prepare one job's image (and ground truth); CaseError naming it when it cannot be."""
     image = read_volume(job.image, job.source or None)
-    truth = read_truth(job, image, segmenter.bundle) if job.label is not None else None
+    truth = read_truth(job, image, bundle) if job.label is not None else None
     try:
-        prediction = predict_volume(image, segmenter, options.overlap, options.batch_size, options.probabilities)
+        case = prepare_volume(image, bundle)
     except CaseError as exc:
         raise CaseError(f"{_where(job)}'{job.image}': {exc}") from exc
-    written = [output_path(options.out_dir, job, "seg", options.format)]
-    write_volume(prediction.labels, written[0])
-    if prediction.probabilities is not None:
-        written.append(output_path(options.out_dir, job, "prob", options.format))
-        write_volume(prediction.probabilities, written[1])
-    scores = None
-    if truth is not None:
-        scores = case_scores(job.case_id, prediction.labels.array, truth, segmenter.bundle.n_classes)
-    return written, scores
+    return CaseInput(image, truth, case)
+
+
+def _files(folder: Path) -> set[Path]:
+    return set(folder.iterdir()) if folder.is_dir() else set()
+
+
+def _write_failure(path: Path, exc: Exception, written: int) -> UserError | None:
+    """The one-line UserError for an environment error (full disk, permissions) met writing `path`; None if the
+    error is something else."""
+    if isinstance(exc, OSError):
+        reason = describe_os_error(exc, path)
+    else:
+        reason = f"no space left on the device: '{path}'" if DISK_FULL_TEXT in str(exc) else None
+    if reason is None:
+        return None
+    return UserError(
+        f"cannot write '{path}' ({reason}); stopped after {written} complete case(s), listed above; "
+        "nothing else was left in the output folder"
+    )
+
+
+def _check_room(volume: Volume, path: Path, written: int) -> None:
+    """UserError when the output folder has less free space than `volume` uncompressed: some writers (NIfTI)
+    report a full disk only on stderr and leave a truncated file, so a write must not start without room."""
+    free = shutil.disk_usage(path.parent).free
+    if free < volume.array.nbytes:
+        raise UserError(
+            f"cannot write '{path}' (no space left on the device: {free} bytes free, up to "
+            f"{volume.array.nbytes} needed); stopped after {written} complete case(s), listed above"
+        )
+
+
+def write_case(job: Job, prediction: Prediction, options: PredictOptions, written: int) -> list[Path]:
+    """Write one case's outputs. A full disk removes whatever this case wrote, then raises a UserError naming
+    the path; `written` (complete cases so far) goes into its message."""
+    kinds = [("seg", prediction.labels), ("prob", prediction.probabilities)]
+    outputs = [(output_path(options.out_dir, job, kind, options.format), v) for kind, v in kinds if v is not None]
+    before = _files(options.out_dir)
+    for path, volume in outputs:
+        try:
+            _check_room(volume, path, written)
+            write_volume(volume, path)
+        except (OSError, RuntimeError, UserError) as exc:
+            for leftover in _files(options.out_dir) - before:  # detached headers and data files included
+                leftover.unlink(missing_ok=True)
+            failure = exc if isinstance(exc, UserError) else _write_failure(path, exc, written)
+            if failure is None:
+                raise
+            raise failure from exc
+    return [path for path, _ in outputs]
+
+
+def run_case(
+    job: Job, given: CaseInput, segmenter: Segmenter, options: PredictOptions, written: int
+) -> tuple[list[Path], CaseScores | None]:
+    """Predict one read job and write its outputs (making the output folder if needed); returns (files, scores)."""
+    prediction = predict_prepared(
+        given.case, given.image, segmenter, options.overlap, options.batch_size, options.probabilities
+    )
+    options.out_dir.mkdir(exist_ok=True)
+    files = write_case(job, prediction, options, written)
+    if given.truth is None:
+        return files, None
+    return files, case_scores(job.case_id, prediction.labels.array, given.truth, segmenter.bundle.n_classes)
 
 
 def predict_inputs(
@@ -163,30 +235,45 @@ def predict_inputs(
     options: PredictOptions | None = None,
     log: Callable[[str], None] = print,
 ) -> Report:
-    """Segment every input; failures are collected in the report and the rest still run."""
+    """Segment every input; bad inputs are collected in the report and the rest still run. A full disk or a
+    refused model stops the batch with a UserError (the output folder, if this call made it and it stayed empty,
+    is removed)."""
     options = options or PredictOptions()
     jobs, failures = collect_jobs(inputs, labels)
+    check_folder(options.out_dir, "output folder", create_parents=False)
     report = Report(failures=failures)
-    for job in jobs:
-        start = time.perf_counter()
-        try:
-            written, scores = predict_job(job, segmenter, options)
-        except UserError as exc:
-            report.failures.append(str(exc))
-            log(f"{job.case_id}: failed")
-            continue
-        except Exception as exc:  # noqa: BLE001 - one broken input must not stop the others
-            report.failures.append(
-                f"{job.source or job.image}: unexpected {type(exc).__name__} on '{job.image}': {exc}"
-            )
-            log(f"{job.case_id}: failed")
-            continue
-        report.outputs[job.case_id] = written
-        if scores is not None:
-            report.scores.append(scores)
-        log(f"{job.case_id}: {time.perf_counter() - start:.1f} s -> {', '.join(str(p) for p in written)}")
-    if report.scores:
-        names = list(segmenter.bundle.class_names)
-        report.table = format_table(report.scores, names)
-        report.metrics_csv = write_scores_csv(report.scores, names, options.out_dir / METRICS_CSV)
+    made_out_dir = not options.out_dir.exists()
+    try:
+        for job in jobs:
+            try:
+                given = read_job(job, segmenter.bundle)
+            except UserError as exc:
+                report.failures.append(str(exc))
+                log(f"{job.case_id}: failed")
+                continue
+            segmenter.load()
+            start = time.perf_counter()
+            files, scores = run_case(job, given, segmenter, options, len(report.outputs))
+            report.outputs[job.case_id] = files
+            report.scores += [scores] if scores is not None else []
+            log(f"{job.case_id}: {time.perf_counter() - start:.1f} s -> {', '.join(str(p) for p in files)}")
+        if report.scores:
+            names = list(segmenter.bundle.class_names)
+            report.table = format_table(report.scores, names)
+            report.metrics_csv = _write_metrics(report.scores, names, options.out_dir / METRICS_CSV)
+    except BaseException:
+        if made_out_dir and options.out_dir.is_dir() and not any(options.out_dir.iterdir()):
+            os.rmdir(options.out_dir)
+        raise
     return report
+
+
+def _write_metrics(scores: list[CaseScores], names: list[str], path: Path) -> Path:
+    """The metrics CSV; a full disk is a UserError naming it."""
+    try:
+        return write_scores_csv(scores, names, path)
+    except OSError as exc:
+        reason = describe_os_error(exc, path)
+        if reason is None:
+            raise
+        raise UserError(f"cannot write '{path}' ({reason}); the segmentations listed above are complete") from exc

@@ -89,13 +89,18 @@ def _to_input_grid(array: np.ndarray, case: Prepared, volume: Volume, order: int
     return np.stack(channels, axis=-1)
 
 
-def predict_volume(
-    volume: Volume, segmenter: Segmenter, overlap: float = 0.5, batch_size: int = 4, probabilities: bool = False
-) -> Prediction:
-    """Segment one volume with the bundle's recorded preprocessing; outputs share the input's exact geometry."""
-    bundle = segmenter.bundle
+def prepare_volume(volume: Volume, bundle: ModelBundle) -> Prepared:
+    """The volume checked against the model and prepared as the cube builder did; CaseError if it cannot be.
+    Needs no model, so a bad input is refused before any model is loaded."""
     check_volume(volume, bundle)
-    case = prepare(volume, bundle.preprocess)
+    return prepare(volume, bundle.preprocess)
+
+
+def predict_prepared(
+    case: Prepared, volume: Volume, segmenter: Segmenter, overlap: float, batch_size: int, probabilities: bool
+) -> Prediction:
+    """Run the model over a prepared volume and bring labels (and probabilities) back onto `volume`'s grid."""
+    bundle = segmenter.bundle
     if windowed(bundle):
         stacked = _run_windowed(case, segmenter, overlap, batch_size)
     else:
@@ -107,3 +112,11 @@ def predict_volume(
         return Prediction(label_volume, None)
     probs = _to_input_grid(model_probs, case, volume, LINEAR).astype(np.float32)
     return Prediction(label_volume, Volume(probs, volume.spacing, volume.origin, volume.direction.copy()))
+
+
+def predict_volume(
+    volume: Volume, segmenter: Segmenter, overlap: float = 0.5, batch_size: int = 4, probabilities: bool = False
+) -> Prediction:
+    """Segment one volume with the bundle's recorded preprocessing; outputs share the input's exact geometry."""
+    case = prepare_volume(volume, segmenter.bundle)
+    return predict_prepared(case, volume, segmenter, overlap, batch_size, probabilities)

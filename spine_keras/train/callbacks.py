@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -13,11 +14,14 @@ import keras
 import numpy as np
 
 from spine_keras.bundle import write_json
+from spine_keras.destinations import disk_errors
 from spine_keras.io import atomic_path
 from spine_keras.metrics import metric_key, summarize
+from spine_keras.train.loop import TrainingDiverged
+from spine_keras.train.preflight import STATE_NAME
+from spine_keras.train.settings import MONITOR
 
-MONITOR = "val_miou_nobg"
-STATE_NAME = "state.json"
+__all__ = ["MONITOR", "STATE_NAME", "BestCheckpoint", "EpochSummary", "RunState", "ValidationIoU", "read_state"]
 
 
 class ValidationIoU(keras.callbacks.Callback):
@@ -35,6 +39,8 @@ class ValidationIoU(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Evaluate and add the validation values to `logs`."""
         self.confusion, val_loss = self.evaluate()
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(f"training diverged: validation loss is {val_loss} after epoch {epoch + 1}")
         if logs is not None:
             logs["val_loss"] = val_loss
             logs.update(summarize(self.confusion, self.class_names))
@@ -87,8 +93,9 @@ class EpochSummary(keras.callbacks.Callback):
 
 
 def save_model(model: keras.Model, path: Path) -> None:
-    """Save a `.keras` file atomically, so a killed run never leaves a truncated checkpoint."""
-    with atomic_path(path) as tmp:
+    """Save a `.keras` file atomically, so a killed run never leaves a truncated checkpoint; a full disk is a
+    UserError naming the checkpoint (Keras' own error does not)."""
+    with disk_errors(path, "checkpoint"), atomic_path(path) as tmp:
         model.save(tmp)
 
 
@@ -110,7 +117,16 @@ class RunState(keras.callbacks.Callback):
         """Checkpoint the model (with optimizer) and the callbacks' counters."""
         self.epochs_done = epoch + 1
         save_model(self.model, self.folder / "last.keras")
-        write_json({"epoch": self.epochs_done, "completed": False, **self.snapshot()}, self.folder / STATE_NAME)
+        with disk_errors(self.folder / STATE_NAME, "run state"):
+            write_json({"epoch": self.epochs_done, "completed": False, **self.snapshot()}, self.folder / STATE_NAME)
+
+    def mark_failed(self, reason: str) -> None:
+        """Record in state.json why the run stopped; the last good epoch stays resumable (nothing when none ended).
+        Best effort: on a full disk the state keeps its last epoch, unmarked, and the disk error is what is reported."""
+        state = read_state(self.folder)
+        if state is not None:
+            with contextlib.suppress(OSError):
+                write_json({**state, "completed": False, "failed": reason}, self.folder / STATE_NAME)
 
     def snapshot(self) -> dict[str, Any]:
         """Best checkpoint, early-stopping / plateau counters and the extra entries (the split), JSON-able."""

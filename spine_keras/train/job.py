@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from spine_keras.augment import AugmentConfig
 from spine_keras.bundle import ModelBundle, Provenance, file_sha256, read_bundle, versions, write_json
-from spine_keras.data import CubeInfo, CubeReader, Split, train_dataset, val_dataset, val_steps
+from spine_keras.data import CubeInfo, CubeReader, Split, read_failures, train_dataset, val_dataset, val_steps
+from spine_keras.destinations import disk_errors
 from spine_keras.errors import UserError
 from spine_keras.losses import make_loss
 from spine_keras.models import build_model, preset
@@ -30,7 +31,8 @@ from spine_keras.train.callbacks import (
     ValidationIoU,
     read_state,
 )
-from spine_keras.train.loop import fit, make_evaluator
+from spine_keras.train.loop import TrainingDiverged, fit, make_evaluator
+from spine_keras.train.preflight import cube_identity
 from spine_keras.train.reports import plot_history, write_class_table
 from spine_keras.train.settings import TrainSettings
 from spine_keras.train.step import Steps
@@ -102,7 +104,7 @@ def job_config(ctx: Context, arch: str, split: Split) -> dict[str, Any]:
         "precision": ctx.policy,
         "jit": settings.jit,
         "monitor": MONITOR,
-        "cube": {"path": str(ctx.cube.path.resolve()), "attrs": ctx.cube.attrs},
+        "cube": {"path": str(ctx.cube.path.resolve()), "attrs": ctx.cube.attrs, **cube_identity(ctx.cube)},
         "versions": versions(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -172,36 +174,55 @@ def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder:
     """Train `arch` on `split` into bundle `folder` (read on resume); this process writes to `write_folder`.
 
     Steps: read the resume state (a finished job returns its result), build the model, make the datasets and the
-    callbacks, fit, then write the job's result and final state.
+    callbacks, fit, then write the job's result and final state. A diverged loss or an unreadable sample stops the
+    job with state.json marked failed (its last good epoch stays resumable); a full disk is one line naming it.
     """
     state = read_state(folder) if ctx.resume else None
     if state is not None and _finished(state, ctx.settings.epochs):
         return state["result"]
-    if state and state.get("split") not in (None, split.to_dict()):
-        raise UserError(f"cannot resume {folder}: the cube or split settings changed since it was started")
-    write_folder.mkdir(parents=True, exist_ok=True)
-    write_json(job_config(ctx, arch, split), write_folder / "config.json")
-    model = _build(ctx, arch, folder, state)
+    with disk_errors(write_folder, "the run folder"):
+        write_folder.mkdir(parents=True, exist_ok=True)
+        write_json(job_config(ctx, arch, split), write_folder / "config.json")
+        model = _build(ctx, arch, folder, state)
+        reader = CubeReader(ctx.cube.path, ctx.augment, ctx.settings.seed)
+        callbacks = _fit(ctx, arch, split, model, reader, state, write_folder)
+        return _finish(ctx, arch, split, folder, write_folder, callbacks, int(state["epoch"]) if state else 0)
+
+
+def _fit(
+    ctx: Context,
+    arch: str,
+    split: Split,
+    model: keras.Model,
+    reader: CubeReader,
+    state: dict[str, Any] | None,
+    write_folder: Path,
+) -> _JobCallbacks:
+    """Make the steps, datasets and callbacks, then run the epochs; returns the callbacks for `_finish`."""
     settings = ctx.settings
     loss = make_loss(settings.loss, len(model.outputs), settings.dice_background, settings.dice_smooth)
     steps = Steps(ctx.strategy, model, loss, ctx.global_batch, ctx.cube.n_classes, settings.jit)
     n_steps, initial_epoch = ctx.steps_per_epoch(split), int(state["epoch"]) if state else 0
-    train_iter, val_iter = _datasets(ctx, split, n_steps, initial_epoch)
+    train_iter, val_iter = _datasets(ctx, reader, split, n_steps, initial_epoch)
     evaluator = make_evaluator(steps, val_iter, val_steps(len(split.val), ctx.global_batch))
     callbacks = _callbacks(ctx, arch, split, model, evaluator, write_folder)
     if ctx.verbose:
         _announce(ctx, arch, split, n_steps)
-    fit(
-        model,
-        steps,
-        train_iter,
-        settings.epochs,
-        initial_epoch,
-        n_steps,
-        callbacks.callback_list,
-        on_begin=lambda: callbacks.run_state.restore(state) if state else None,
-    )
-    return _finish(ctx, arch, split, folder, write_folder, callbacks, initial_epoch)
+    try:
+        with read_failures(reader):
+            fit(model, steps, train_iter, settings.epochs, initial_epoch, n_steps, callbacks.callback_list,
+                on_begin=lambda: callbacks.run_state.restore(state) if state else None)  # fmt: skip
+    except UserError as exc:
+        callbacks.run_state.mark_failed(str(exc))
+        raise type(exc)(_failure_line(exc, arch, split, callbacks.best)) from exc
+    return callbacks
+
+
+def _failure_line(exc: UserError, arch: str, split: Split, best: BestCheckpoint) -> str:
+    """The error of a stopped job, naming the job, what best.keras holds and what to try."""
+    kept = f"best.keras keeps epoch {best.best_epoch + 1}" if best.best_epoch >= 0 else "no epoch was saved"
+    hint = "; lower --lr or check the cube with spine-check-cube" if isinstance(exc, TrainingDiverged) else ""
+    return f"{exc} ({arch} {split.name}); {kept}{hint}"
 
 
 def _finished(state: dict[str, Any], epochs: int) -> bool:
@@ -209,10 +230,11 @@ def _finished(state: dict[str, Any], epochs: int) -> bool:
     return bool(state.get("completed") and (state["stopped_early"] or state["epoch"] >= epochs))
 
 
-def _datasets(ctx: Context, split: Split, n_steps: int, initial_epoch: int) -> tuple[Iterator[Any], Iterator[Any]]:
+def _datasets(
+    ctx: Context, reader: CubeReader, split: Split, n_steps: int, initial_epoch: int
+) -> tuple[Iterator[Any], Iterator[Any]]:
     """Distributed iterators over the split's training (augmented, resumed at `initial_epoch`) and validation data."""
     settings = ctx.settings
-    reader = CubeReader(ctx.cube.path, ctx.augment, settings.seed)
     epochs = (initial_epoch, settings.epochs)
     train_iter = iter(
         ctx.strategy.distribute_datasets_from_function(
@@ -258,7 +280,6 @@ def _callbacks(
         keras.callbacks.CSVLogger(str(write_folder / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(write_folder / "logs"), write_graph=False),
         *stateful,
-        keras.callbacks.TerminateOnNaN(),
         run_state,
     ]
     callback_list = keras.callbacks.CallbackList(

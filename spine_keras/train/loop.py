@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
+from spine_keras.errors import UserError
 from spine_keras.train.step import Steps
+
+
+class TrainingDiverged(UserError):
+    """The training loss or the weights became NaN or infinite: the run failed (exit status 3), not the input."""
+
+
+def check_weights(model: keras.Model, epoch: int) -> None:
+    """TrainingDiverged if any weight (batch-norm statistics included) is NaN or infinite after `epoch`."""
+    for weight in model.weights:
+        if not np.isfinite(keras.ops.convert_to_numpy(weight.value)).all():
+            raise TrainingDiverged(f"training diverged: weight '{weight.path}' is not finite after epoch {epoch + 1}")
 
 
 def make_evaluator(steps: Steps, iterator: Any, n_steps: int) -> Callable[[], tuple[np.ndarray, float]]:
@@ -36,7 +49,10 @@ def fit(
     callbacks: keras.callbacks.CallbackList,
     on_begin: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Train epochs [initial_epoch, epochs) of `steps_per_epoch` global steps; returns the last epoch's logs."""
+    """Train epochs [initial_epoch, epochs) of `steps_per_epoch` global steps; returns the last epoch's logs.
+
+    A NaN or infinite loss, or a non-finite weight at an epoch's end, raises `TrainingDiverged` before the epoch's
+    callbacks run, so no checkpoint ever holds such weights."""
     model.stop_training = False
     callbacks.on_train_begin()
     on_begin()
@@ -46,10 +62,12 @@ def fit(
         total = 0.0
         for step in range(steps_per_epoch):
             callbacks.on_train_batch_begin(step)
-            total += float(steps.train(iterator))
+            loss = float(steps.train(iterator))
+            if not math.isfinite(loss):  # stop before any callback can save what this step did
+                raise TrainingDiverged(f"training diverged: loss is {loss} at epoch {epoch + 1} step {step + 1}")
+            total += loss
             callbacks.on_train_batch_end(step, {"loss": total / (step + 1)})
-            if model.stop_training:  # TerminateOnNaN
-                break
+        check_weights(model, epoch)
         logs = {
             "loss": total / (step + 1),
             "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),

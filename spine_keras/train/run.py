@@ -6,25 +6,34 @@ plus `folds.csv|md`; several archs give `<arch>/` folders (each as above) plus `
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import shutil
 import tempfile
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spine_keras.augment import AugmentConfig
 from spine_keras.bundle import versions, write_json
-from spine_keras.data import CubeInfo, Split, make_splits, open_cube
-from spine_keras.errors import UserError
-from spine_keras.models import ARCHS, preset
-from spine_keras.models.config import make_config
-from spine_keras.train.callbacks import MONITOR
+from spine_keras.data import CubeInfo, Split
+from spine_keras.destinations import disk_errors, writer_lock
 from spine_keras.train.compare import write_comparison, write_fold_summary
 from spine_keras.train.job import Context, train_job
-from spine_keras.train.settings import TrainSettings
-from spine_keras.train.strategy import dtype_policy, is_chief, make_strategy, precision_policy
+from spine_keras.train.preflight import (
+    STATE_NAME,
+    Plan,
+    check_batch,
+    check_run_folder,
+    cube_identity,
+    default_run_dir,
+    job_folder,
+    plan_run,
+    stale_temporaries,
+)
+from spine_keras.train.settings import MONITOR, TrainSettings
+from spine_keras.train.strategy import dtype_policy, make_strategy, precision_policy
+
+__all__ = ["RunResult", "default_run_dir", "job_folder", "run_plan", "train"]
 
 
 @dataclass
@@ -41,84 +50,59 @@ class RunResult:
         return Path(jobs[max(range(len(jobs)), key=lambda i: (score[i] == score[i], score[i]))]["folder"])
 
 
-def default_run_dir(archs: list[str], mode: str) -> Path:
-    """runs/<arch>-<2d|3d>-<timestamp>; 'all' or the codes joined by '+' for comparisons."""
-    name = "all" if len(archs) == len(ARCHS) else "+".join(archs)
-    return Path("runs") / f"{name}-{mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+def train(settings: TrainSettings, resume: bool = False, cube_check: str = "full") -> RunResult:
+    """Check every input (`plan_run`, writing nothing), then train every arch of `settings` on every split."""
+    return run_plan(plan_run(settings, resume, cube_check))
 
 
-def job_folder(run_dir: Path, arch: str, split: Split, n_archs: int, n_splits: int) -> Path:
-    """The bundle folder of one job inside the run folder."""
-    folder = run_dir / arch if n_archs > 1 else run_dir
-    return folder / split.name if n_splits > 1 or split.name.startswith("fold_") else folder
-
-
-def _augment_config(settings: TrainSettings, cube: CubeInfo) -> AugmentConfig | None:
-    """Online augmentation settings: the config file's `augment`, else the cube's (its ranges), else the defaults."""
-    if not settings.online_augment:
-        return None
-    fields = {f.name for f in dataclasses.fields(AugmentConfig)}
-    from_cube = {k: v for k, v in (cube.attrs.get("augment") or {}).items() if k in fields}  # not `copies`
-    try:
-        return AugmentConfig.from_dict(settings.augment or from_cube)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"bad augmentation settings for --online-augment: {exc}") from exc
-
-
-def _check_inputs(settings: TrainSettings) -> tuple[CubeInfo, list[Split]]:
-    """Every check that needs no TensorFlow: the cube, each arch for its shape, the splits, the batch size."""
-    cube = open_cube(settings.cube)
-    for arch in settings.arch:
-        make_config(arch, cube.input_shape, cube.n_classes, settings.model_overrides(preset(arch)))
-    splits = make_splits(cube, settings.folds, settings.fold, settings.val_fraction, settings.seed)
-    _check_batch(settings.batch_for(cube.mode), splits, "--batch-size")
-    return cube, splits
-
-
-def _check_batch(global_batch: int, splits: list[Split], what: str) -> None:
-    """UserError when a split has fewer training samples than one global batch."""
-    for split in splits:
-        if len(split.train) < global_batch:
-            raise UserError(
-                f"{what} {global_batch} is larger than the {len(split.train)} training samples of "
-                f"{split.name}; lower --batch-size or use a larger cube"
-            )
-
-
-def train(settings: TrainSettings, resume: bool = False) -> RunResult:
-    """Train every arch of `settings` on every split; returns the run folder and the best metrics.
-
-    Steps: check the inputs (no TensorFlow yet), resolve the run folder, make the strategy and check the global
-    batch, then train arch by arch and write the summaries. Only the chief writes the run folder; other workers
-    write to a temporary folder that is removed at the end.
-    """
-    cube, splits = _check_inputs(settings)
-    augment = _augment_config(settings, cube)
-    chief = is_chief()
-    run_dir = _resolve_run_dir(settings, cube, chief, resume)
-    strategy = make_strategy(settings.strategy)
-    batch = settings.batch_for(cube.mode)
+def run_plan(plan: Plan) -> RunResult:
+    """Train a checked run. Steps: make the strategy and check the global batch, claim the run folder (locked
+    against a second writer; on resume, stale temporaries of a killed save are removed), then train arch by arch
+    and write the summaries. Only the chief writes the run folder; other workers write to a temporary folder that
+    is removed at the end. A fresh run that stops before its first epoch is saved leaves no run folder."""
+    strategy = make_strategy(plan.settings.strategy)
+    batch = plan.settings.batch_for(plan.cube.mode)
     replicas = strategy.num_replicas_in_sync
-    _check_batch(batch * replicas, splits, f"the global batch ({replicas} replicas x {batch}) =")
-    write_root = run_dir if chief else Path(tempfile.mkdtemp(prefix="spine_keras_worker_"))
-    ctx = Context(settings, cube, strategy, batch, chief, resume, augment, precision_policy(settings.mixed_precision))
-    try:
-        return _train_all(ctx, splits, run_dir, write_root)
-    finally:
-        if not chief:
+    check_batch(batch * replicas, plan.splits, f"the global batch ({replicas} replicas x {batch}) =")
+    policy = precision_policy(plan.settings.mixed_precision)
+    ctx = Context(plan.settings, plan.cube, strategy, batch, plan.chief, plan.resume, plan.augment, policy)
+    if not plan.chief:
+        write_root = Path(tempfile.mkdtemp(prefix="spine_keras_worker_"))
+        try:
+            return _train_all(ctx, plan.splits, plan.run_dir, write_root)
+        finally:
             shutil.rmtree(write_root, ignore_errors=True)
+    with _claimed(plan):
+        return _train_all(ctx, plan.splits, plan.run_dir, plan.run_dir)
 
 
-def _resolve_run_dir(settings: TrainSettings, cube: CubeInfo, chief: bool, resume: bool) -> Path:
-    """--out or a fresh `runs/...` folder; UserError for a file, or (chief only) a non-empty folder without --resume."""
-    run_dir = Path(settings.out) if settings.out else default_run_dir(settings.arch, cube.mode)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out '{run_dir}' is a file; give a folder for the run")
-    if chief and not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(
-            f"run folder '{run_dir}' already exists; continue it with --resume {run_dir} or choose another --out"
-        )
-    return run_dir
+@contextlib.contextmanager
+def _claimed(plan: Plan) -> Iterator[None]:
+    """Create and lock the run folder for the block; remove what a fresh run created if it stops before saving."""
+    run_dir = plan.run_dir
+    created = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
+    with disk_errors(run_dir, "the run folder"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with writer_lock(run_dir, "run folder"):
+        check_run_folder(run_dir, plan.resume, chief=True)  # again, now that no other writer can start
+        try:
+            if plan.resume:
+                for tmp in stale_temporaries(run_dir):
+                    tmp.unlink(missing_ok=True)
+            yield
+        except BaseException:
+            if not plan.resume and not any(run_dir.rglob(STATE_NAME)):
+                _remove_fresh(run_dir, created)
+            raise
+
+
+def _remove_fresh(run_dir: Path, created: Path | None) -> None:
+    """Undo a fresh run that saved no epoch: the folders it created, or the contents of the empty one it was given."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for child in run_dir.iterdir():
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
 def _train_all(ctx: Context, splits: list[Split], run_dir: Path, write_root: Path) -> RunResult:
@@ -142,7 +126,7 @@ def _write_run_config(settings: TrainSettings, splits: list[Split], cube: CubeIn
         {
             "settings": settings.to_dict(),
             "splits": [s.to_dict() for s in splits],
-            "cube": {"path": str(cube.path.resolve()), "attrs": cube.attrs},
+            "cube": {"path": str(cube.path.resolve()), "attrs": cube.attrs, **cube_identity(cube)},
             "versions": versions(),
         },
         write_root / "config.json",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,29 @@ from spine_keras.choices import ACTIVATIONS, LOSSES, NORMALIZATIONS, OPTIMIZERS,
 from spine_keras.errors import UserError
 
 DEFAULT_BATCH = {"2d": 8, "3d": 2}
+CUBE_CHECKS = ("full", "quick")  # spine-train --check-cube: read every value before training, or the layout only
+MONITOR = "val_miou_nobg"  # the validation value that picks the best epoch (early stopping, checkpoints)
 FLOATS = ("lr", "dropout", "dice_smooth", "val_fraction", "min_delta", "lr_factor", "min_lr")
+# integer settings and their lowest value (None allowed where the default is None)
+INTS = {
+    "epochs": 1,
+    "batch_size": 1,
+    "steps_per_epoch": 1,
+    "filters": 1,
+    "depth": 1,
+    "folds": 1,
+    "seed": 0,
+    "patience": 0,
+    "lr_patience": 0,
+    "verbose": 0,
+}
+BOOLS = ("deep_supervision", "dice_background", "online_augment", "mixed_precision", "jit")
+CHOICES = (
+    ("loss", LOSSES),
+    ("strategy", STRATEGIES),
+    ("normalization", NORMALIZATIONS),
+    ("upsampling", UPSAMPLINGS),
+)
 GROUPS = {  # metadata "group" -> title of its section in `spine-train --help` ("" = the command's own flags)
     "": "",
     "model": "model and optimizer",
@@ -22,6 +46,47 @@ GROUPS = {  # metadata "group" -> title of its section in `spine-train --help` (
     "data": "data",
     "performance": "performance",
 }
+
+
+class SettingError(UserError):
+    """A training setting outside its range; `name` says which, so the caller can say where it was given."""
+
+    def __init__(self, name: str, expected: str, value: Any):
+        super().__init__(f"{name} must be {expected}, got {value!r}")
+        self.name, self.expected, self.value = name, expected, value
+
+    def located(self, source: str) -> UserError:
+        """The same error naming where the value came from: a flag (`--dice-smooth`) or a file."""
+        where = f"--{self.name.replace('_', '-')}" if source == "flag" else f"{self.name} in {source}"
+        return UserError(f"{where} must be {self.expected}, got {self.value!r}")
+
+
+def _one_of(options: Sequence[str]) -> str:
+    return f"one of {', '.join(options)}"
+
+
+def _number(name: str, value: Any) -> float | None:
+    """`value` as a finite float (None stays None); SettingError for text, booleans, NaN and infinities."""
+    if value is None and name == "lr":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise SettingError(name, "a number", value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingError(name, "a number", value) from None
+    if not math.isfinite(number):
+        raise SettingError(name, "a finite number", value)
+    return number
+
+
+def _check_int(name: str, value: Any, lowest: int) -> None:
+    """SettingError unless `value` is a whole number >= `lowest` (None allowed for the settings defaulting to it)."""
+    if value is None and TrainSettings.__dataclass_fields__[name].default is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        expected = "a positive integer" if lowest == 1 else f"an integer >= {lowest}"
+        raise SettingError(name, expected, value)
 
 
 def setting(default: Any, help: str, group: str = "", *, choices: Sequence[str] | None = None, shown: str = "") -> Any:
@@ -88,51 +153,64 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         self.arch = parse_archs(self.arch)
-        for name in FLOATS:  # YAML reads 1e-3 as a string
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, bool):
-                try:
-                    setattr(self, name, float(value))
-                except (TypeError, ValueError) as exc:
-                    raise UserError(f"{name} must be a number, got {value!r}") from exc
         self.fold = str(self.fold).strip().lower()
-        for name in ("epochs", "batch_size", "steps_per_epoch", "filters", "depth", "folds"):
+        self.cube = str(self.cube) if isinstance(self.cube, os.PathLike) else self.cube
+        self.out = str(self.out) if isinstance(self.out, os.PathLike) else self.out
+        for name in FLOATS:  # YAML reads 1e-3 as a string
+            setattr(self, name, _number(name, getattr(self, name)))
+        for name, lowest in INTS.items():
+            _check_int(name, getattr(self, name), lowest)
+        for name in BOOLS:
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        checks = [
-            ("loss", self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
-            ("strategy", self.strategy in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
-            (
-                "optimizer",
-                self.optimizer is None or self.optimizer.lower() in OPTIMIZERS,
-                f"one of {', '.join(OPTIMIZERS)}",
-            ),
-            ("lr", self.lr is None or self.lr > 0, "> 0"),
-            ("fold", self.fold == "all" or self.fold.isdigit(), "a fold index or 'all'"),
-            ("lr_factor", 0 < self.lr_factor < 1, "in (0, 1)"),
-            ("patience", self.patience >= 0, ">= 0"),
-            ("lr_patience", self.lr_patience >= 0, ">= 0"),
-        ]
-        for name, ok, expected in checks:
+            if not isinstance(value, bool) and not (value is None and name == "deep_supervision"):
+                raise SettingError(name, "true or false", value)
+        for name, ok, expected in self._checks():
             if not ok:
-                raise UserError(f"{name} must be {expected}, got {getattr(self, name)!r}")
+                raise SettingError(name, expected, getattr(self, name))
+
+    def _checks(self) -> list[tuple[str, bool, str]]:
+        """(setting, holds, what it must be) for every choice and range rule."""
+        return [
+            *((name, getattr(self, name) in options, f"one of {', '.join(options)}") for name, options in CHOICES),
+            ("optimizer", self.optimizer is None or str(self.optimizer).lower() in OPTIMIZERS, _one_of(OPTIMIZERS)),
+            ("activation", self.activation is None or self.activation in ACTIVATIONS, _one_of(ACTIVATIONS)),
+            ("cube", isinstance(self.cube, str) and bool(self.cube.strip()), "a file path"),
+            ("out", self.out is None or (isinstance(self.out, str) and bool(self.out.strip())), "a folder path"),
+            ("augment", self.augment is None or isinstance(self.augment, dict), "a mapping of augmentation settings"),
+            ("lr", self.lr is None or self.lr > 0, "> 0"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("dice_smooth", self.dice_smooth >= 0, ">= 0"),
+            ("val_fraction", 0 < self.val_fraction < 1, "in (0, 1)"),
+            ("min_delta", self.min_delta >= 0, ">= 0"),
+            ("lr_factor", 0 < self.lr_factor < 1, "in (0, 1)"),
+            ("min_lr", self.min_lr >= 0, ">= 0"),
+            ("folds", self.folds is None or self.folds >= 2, "at least 2 (or not given, for one split)"),
+            ("fold", self.fold == "all" or self.fold.isdigit(), "a fold index or 'all'"),
+            (
+                "fold",
+                self.fold == "all" or not self.fold.isdigit() or int(self.fold) < (self.folds or 0),
+                "'all' or an index below folds (with folds given)",
+            ),
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (recorded in config.json, accepted back by from_dict)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
-        """Settings from a mapping with dashed or underscored keys; an unknown key is a UserError."""
+    def from_dict(cls, data: dict[str, Any], origins: Mapping[str, str] | None = None) -> TrainSettings:
+        """Settings from a mapping with dashed or underscored keys; an unknown key or a value out of range is a
+        UserError, naming where the value came from when `origins` says (setting -> "flag" or "config file 'x'")."""
         data = {str(k).replace("-", "_"): v for k, v in data.items()}
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise UserError(f"unknown training setting(s): {', '.join(unknown)}")
+            where = sorted({(origins or {}).get(k, "") for k in unknown} - {"", "flag"})
+            raise UserError(f"unknown training setting(s): {', '.join(unknown)}{' in ' + where[0] if where else ''}")
         try:
             return cls(**data)
-        except TypeError as exc:
-            raise UserError(f"bad training settings: {exc}") from exc
+        except SettingError as exc:
+            source = (origins or {}).get(exc.name)
+            raise (exc.located(source) if source else exc) from None
 
     def model_overrides(self, preset: dict[str, Any]) -> dict[str, Any]:
         """build_model keyword overrides: the preset's filters/activation unless set, plus the other options."""
@@ -158,6 +236,8 @@ def parse_archs(value: str | list[str]) -> list[str]:
     """'all', 'u1,uvd' or a list into canonical arch codes (duplicates dropped, order kept)."""
     from spine_keras.models.registry import ARCHS, arch_code  # Keras loads only once settings are built
 
+    if not isinstance(value, (str, list, tuple)) or any(not isinstance(v, str) for v in value):
+        raise SettingError("arch", "a code, a comma list of codes or 'all'", value)
     items = value.split(",") if isinstance(value, str) else list(value)
     codes: list[str] = []
     for item in (str(i).strip() for i in items if str(i).strip()):
@@ -189,5 +269,7 @@ def merge_settings(config_file: Path | str | None, flags: dict[str, Any]) -> Tra
     """Defaults, overridden by the config file, overridden by the flags given on the command line."""
     data = read_config_file(config_file) if config_file else {}
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    origins = {k: f"config file '{config_file}'" for k in data}
     data.update(flags)
-    return TrainSettings.from_dict(data)
+    origins.update({k: "flag" for k in flags})
+    return TrainSettings.from_dict(data, origins)

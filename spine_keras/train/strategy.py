@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 
@@ -12,6 +11,9 @@ import tensorflow as tf
 
 from spine_keras.choices import STRATEGIES
 from spine_keras.errors import UserError
+from spine_keras.train.preflight import is_chief
+
+__all__ = ["dtype_policy", "is_chief", "make_strategy", "precision_policy"]
 
 
 def _mirrored_devices() -> list[str]:
@@ -38,15 +40,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "one":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     return tf.distribute.get_strategy()
-
-
-def is_chief() -> bool:
-    """True unless TF_CONFIG names this process a non-chief worker (only the chief writes the run folder)."""
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task = config.get("task") or {}
-    if task.get("type") in ("chief", None):
-        return True
-    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and "chief" not in config.get("cluster", {})
 
 
 def precision_policy(mixed: bool) -> str:
