@@ -81,6 +81,17 @@ def check_folder(path: Path | str, what: str, empty: bool = False, create_parent
     return path
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (one owned by another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def lock_path(target: Path) -> Path:
     """The hidden lock file beside `target` that its writers share."""
     return target.parent / f".{target.name}.lock"

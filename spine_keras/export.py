@@ -29,7 +29,7 @@ from spine_keras.bundle import (
     probability_function,
     read_bundle,
 )
-from spine_keras.destinations import check_folder, disk_errors, writer_lock
+from spine_keras.destinations import check_folder, disk_errors, process_alive, writer_lock
 from spine_keras.errors import UserError
 
 DEFAULT_DIR = "export"
@@ -161,21 +161,11 @@ def _replace_dir(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale(out: Path) -> None:
     """Delete the temporary folders a killed export left beside `out` (their process is gone)."""
     for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
         pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
 
 

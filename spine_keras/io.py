@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from spine_keras.console import captured_stderr, one_line
 from spine_keras.errors import CaseError, UserError
 
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 ITK_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd")
 SUPPORTED_SUFFIXES = NRRD_SUFFIXES + ITK_SUFFIXES
 _CASE_SUFFIX = re.compile(r"[_\-.](image|img|volume|vol|t1|t2|mri)$", re.IGNORECASE)
-_SITK_LOCATION = re.compile(r"^(Exception thrown in SimpleITK \w+: )?\S+\.(cxx|h|hxx|cpp):\d+:\s*|^sitk::ERROR:\s*")
 
 
 @dataclasses.dataclass
@@ -205,35 +205,17 @@ def _reader_messages(path: Path) -> Iterator[None]:
     """Keep what ITK's C++ readers print on stderr (MetaIO and NIfTI warnings, several lines each) off the user's
     terminal: a RuntimeError gets it joined to its message, on one line; another error (e.g. the geometry checks')
     drops it, since its own message says what is wrong; after a successful read it becomes one `warning:` line."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to protect
-        yield
-        return
     failed: RuntimeError | None = None
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
+    with captured_stderr() as captured:
         try:
             yield
         except RuntimeError as exc:
             failed = exc
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        sink.seek(0)
-        noise = sink.read().decode(errors="replace")
+    noise = "".join(captured)
     if failed is not None:
         raise RuntimeError(one_line(f"{failed}\n{noise}")) from failed
     if noise.strip():
         print(f"warning: '{path}': {one_line(noise)[:300]}", file=sys.stderr)
-
-
-def one_line(message: str) -> str:
-    """A reader's message on one line: SimpleITK's (file, line, `sitk::ERROR: ...`) and h5py's multi-line texts
-    become their lines joined by '; ', with SimpleITK's source-location prefixes dropped."""
-    parts = [_SITK_LOCATION.sub("", part).strip() for part in str(message).splitlines()]
-    return "; ".join(part for part in parts if part) or "unknown error"
 
 
 def _check_spacing(spacing: np.ndarray, path: Path) -> None:

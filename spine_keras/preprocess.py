@@ -230,31 +230,14 @@ def resize(array: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     offset = 0.5 * scale - 0.5
     src = array if order == 0 else array.astype(np.float32, copy=False)
     out_dtype = array.dtype if order == 0 else np.float32
+    settings = {"offset": offset, "output_shape": shape, "order": order, "mode": "nearest", "output": out_dtype}
+
+    def one(channel: np.ndarray) -> np.ndarray:
+        return ndimage.affine_transform(channel, scale, prefilter=order > 1, **settings)
+
     if array.ndim == len(shape):
-        return ndimage.affine_transform(
-            src,
-            scale,
-            offset=offset,
-            output_shape=shape,
-            order=order,
-            mode="nearest",
-            output=out_dtype,
-            prefilter=order > 1,
-        )
-    channels = [
-        ndimage.affine_transform(
-            src[..., c],
-            scale,
-            offset=offset,
-            output_shape=shape,
-            order=order,
-            mode="nearest",
-            output=out_dtype,
-            prefilter=order > 1,
-        )
-        for c in range(array.shape[-1])
-    ]
-    return np.stack(channels, axis=-1)
+        return one(src)
+    return np.stack([one(src[..., c]) for c in range(array.shape[-1])], axis=-1)
 
 
 def fit_shape(array: np.ndarray, shape: Sequence[int], fit: str, order: int, fill: float = 0.0) -> np.ndarray:

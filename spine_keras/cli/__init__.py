@@ -23,6 +23,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
+from spine_keras.console import captured_stderr, one_line
 from spine_keras.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -107,32 +108,15 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader)
 @contextlib.contextmanager
 def _stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
     """Capture file descriptor 2 (C++ writes bypass `sys.stderr`), then write back the lines `noise` does not match."""
-    sys.stderr.flush()
     try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to protect
-        yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
+        with captured_stderr() as captured:
             yield
-        finally:
+    finally:
+        lines = "".join(captured).splitlines(keepends=True)
+        kept = "".join(line for line in lines if not noise.match(line))
+        if kept:
+            sys.stderr.write(kept)
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines = sink.read().decode(errors="replace").splitlines(keepends=True)
-            kept = "".join(line for line in lines if not noise.match(line))
-            if kept:
-                sys.stderr.write(kept)
-                sys.stderr.flush()
-
-
-def one_line(message: str) -> str:
-    """A message on one line: line breaks (e.g. in SimpleITK's or h5py's own messages) become '; '."""
-    parts = [part.strip() for part in str(message).splitlines() if part.strip()]
-    return "; ".join(parts) or "unknown error"
 
 
 def write_crash_log(command: str, exc: BaseException) -> str:

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from spine_keras import __version__
+from spine_keras.destinations import process_alive
 from spine_keras.errors import UserError
 from spine_keras.io import one_line
 from spine_keras.preprocess import PreprocessConfig
@@ -140,18 +141,8 @@ def remove_stale_temps(target: Path) -> None:
     """Delete temporaries left beside `target` by builds that were killed (their process no longer runs)."""
     for tmp in target.parent.glob(f".{target.name}.*.tmp"):
         pid = tmp.name[len(target.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_cube_arrays(
