@@ -32,7 +32,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=in_range(int, 0, MAX_SEED), default=0, help="random seed: same seed, same cube")
     p.add_argument("--skip-bad", action="store_true", help="warn about and skip bad cases (recorded in the cube)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    s = p.add_argument_group("samples")
+    _add_sampling_flags(p.add_argument_group("samples"))
+    _add_preprocessing_flags(p.add_argument_group("preprocessing"))
+    _add_augmentation_flags(p.add_argument_group("augmentation (offline copies)"))
+    return p
+
+
+def _add_sampling_flags(s: argparse._ArgumentGroup) -> None:
+    """How samples are cut: mode, slice axis, shape, foreground filter, 3D patch tiling."""
     s.add_argument("--mode", choices=("2d", "3d"), default="2d")
     s.add_argument(
         "--axis", type=in_range(int, 0, 2), default=2, help="2D slice axis (2 = sagittal in the shared data)"
@@ -61,7 +68,10 @@ def parser() -> argparse.ArgumentParser:
         default=0.1,
         help="3d patches: probability of keeping a patch with no label (foreground-biased sampling)",
     )
-    q = p.add_argument_group("preprocessing")
+
+
+def _add_preprocessing_flags(q: argparse._ArgumentGroup) -> None:
+    """How a volume becomes samples: spacing, interpolation, normalization, ROI crop, fit, label map, classes."""
     q.add_argument("--spacing", type=numbers, default=None, help="resample to this spacing in mm (default: keep)")
     q.add_argument("--interpolation", choices=tuple(INTERPOLATIONS), default="linear", help="image resampling")
     q.add_argument("--normalization", choices=INTENSITY_NORMALIZATIONS, default="zscore", help="per-volume intensity")
@@ -83,7 +93,10 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--classes", type=names, default=None, help="class names, background first, e.g. background,vertebra"
     )
-    a = p.add_argument_group("augmentation (offline copies)")
+
+
+def _add_augmentation_flags(a: argparse._ArgumentGroup) -> None:
+    """The number of offline copies and one flag per AugmentConfig parameter."""
     a.add_argument(
         "--augment",
         type=in_range(int, 0, MAX_COPIES),
@@ -92,20 +105,35 @@ def parser() -> argparse.ArgumentParser:
         help="augmented copies per original sample",
     )
     add_dataclass_flags(a, AugmentConfig)
-    return p
 
 
 def config_from_args(args: argparse.Namespace) -> CubeConfig:
     """Turn parsed flags into the build's settings (validated)."""
     from spine_keras.cube.build import CubeConfig
-    from spine_keras.cube.samples import SamplingConfig
-    from spine_keras.preprocess import PreprocessConfig
 
-    shape = args.shape or ((256, 256) if args.mode == "2d" else (64, 128, 128))
+    _check_flag_combinations(args)
     try:
         augment = dataclass_from_flags(AugmentConfig, args)
     except (TypeError, ValueError) as exc:
         raise UserError(f"augmentation flags: {exc}") from exc
+    return CubeConfig(
+        list_path=args.list,
+        output=args.output,
+        preprocess=_preprocess_config(args),
+        sampling=_sampling_config(args),
+        label_map=args.label_map,
+        class_names=args.classes,
+        augment=augment,
+        copies=args.augment,
+        seed=args.seed,
+        workers=args.workers,
+        skip_bad=args.skip_bad,
+        force=args.force,
+    )
+
+
+def _check_flag_combinations(args: argparse.Namespace) -> None:
+    """UserError for flags that are fine alone but wrong together or of the wrong length."""
     if args.crop_roi is not None and args.fit == "resize" and args.stride is None:
         raise UserError(
             "--crop-roi with --fit resize would train on anatomy scaled differently from what "
@@ -118,33 +146,33 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
         raise UserError(
             f"--spacing takes three numbers in mm (one per volume axis), e.g. 1,1,1; got {len(args.spacing)}"
         )
-    return CubeConfig(
-        list_path=args.list,
-        output=args.output,
-        preprocess=PreprocessConfig(
-            spacing=tuple(float(v) for v in args.spacing) if args.spacing else None,
-            interpolation=args.interpolation,
-            normalization=args.normalization,
-            percentiles=tuple(float(v) for v in args.percentiles),
-            crop_roi_mm=args.crop_roi,
-            fit=args.fit,
-        ),
-        sampling=SamplingConfig(
-            mode=args.mode,
-            axis=args.axis,
-            shape=shape,
-            min_foreground=args.min_foreground,
-            stride=args.stride,
-            background_keep=args.background_keep,
-        ),
-        label_map=args.label_map,
-        class_names=args.classes,
-        augment=augment,
-        copies=args.augment,
-        seed=args.seed,
-        workers=args.workers,
-        skip_bad=args.skip_bad,
-        force=args.force,
+
+
+def _preprocess_config(args: argparse.Namespace):
+    """The PreprocessConfig the flags describe."""
+    from spine_keras.preprocess import PreprocessConfig
+
+    return PreprocessConfig(
+        spacing=tuple(float(v) for v in args.spacing) if args.spacing else None,
+        interpolation=args.interpolation,
+        normalization=args.normalization,
+        percentiles=tuple(float(v) for v in args.percentiles),
+        crop_roi_mm=args.crop_roi,
+        fit=args.fit,
+    )
+
+
+def _sampling_config(args: argparse.Namespace):
+    """The SamplingConfig the flags describe (default shape by mode)."""
+    from spine_keras.prepare import SamplingConfig
+
+    return SamplingConfig(
+        mode=args.mode,
+        axis=args.axis,
+        shape=args.shape or ((256, 256) if args.mode == "2d" else (64, 128, 128)),
+        min_foreground=args.min_foreground,
+        stride=args.stride,
+        background_keep=args.background_keep,
     )
 
 
