@@ -135,7 +135,7 @@ def check_no_leak(cube: CubeInfo, split: Split) -> None:
         raise AssertionError(f"{split.name}: cases in both training and validation: {sorted(leaked)}")
 
 
-def _split(cube: CubeInfo, name: str, val_cases: list[str]) -> Split:
+def case_split(cube: CubeInfo, name: str, val_cases: list[str]) -> Split:
     """The split that validates on `val_cases` and trains on every other case."""
     in_val = np.isin(cube.case_ids, val_cases)
     train = np.flatnonzero(~in_val)
@@ -155,14 +155,14 @@ def make_splits(cube: CubeInfo, folds: int | None, fold: int | str, val_fraction
         chosen = range(folds) if fold == "all" else [int(fold)]
         if any(not 0 <= i < folds for i in chosen):
             raise UserError(f"--fold {fold} is out of range for --folds {folds} (0..{folds - 1} or all)")
-        return [_split(cube, f"fold_{i}", groups[i]) for i in chosen]
+        return [case_split(cube, f"fold_{i}", groups[i]) for i in chosen]
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     if len(cases) < 2:
         raise UserError(f"the cube holds {len(cases)} case; a validation split needs at least 2 cases")
     n_val = min(len(cases) - 1, max(1, round(val_fraction * len(cases))))
     order = np.random.default_rng(seed).permutation(len(cases))
-    return [_split(cube, "split", [cases[i] for i in order[:n_val]])]
+    return [case_split(cube, "split", [cases[i] for i in order[:n_val]])]
 
 
 class CubeReader:

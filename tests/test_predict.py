@@ -12,8 +12,9 @@ from spine_keras.cli.predict import main
 from spine_keras.io import Volume, read_volume, write_volume
 from spine_keras.models import build_model
 from spine_keras.predict import load_segmenter
-from spine_keras.predict.metrics import case_scores, overall, pooled
+from spine_keras.predict.metrics import COLUMNS, case_scores, overall, pooled
 from spine_keras.preprocess import PreprocessConfig
+from spine_keras.surface import surface_metrics
 
 CLASSES = ["background", "vertebra", "disc"]
 SPACING = (0.9, 1.3, 2.5)
@@ -218,3 +219,48 @@ def test_bad_model_or_flags_exit_2(unet_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         main([str(unet_run), str(scan), "--overlap", "1"])
     assert exited.value.code == 2 and "--overlap: 1 is out of range: must be in [0, 1)" in capsys.readouterr().err
+
+
+@pytest.fixture
+def vertebra_everywhere(write_bundle, constant_model, tmp_path) -> Path:
+    """A 2-class model trained with label map `1-2:1` that says "vertebra" everywhere."""
+    model = constant_model((16, 16, 1), [0.0, 3.0])
+    return write_bundle(tmp_path / "run", model, "2d", label_map="1-2:1", class_names=["background", "vertebra"])
+
+
+def test_label_map_scores_an_exam_from_another_dataset(vertebra_everywhere, make_pair, tmp_path, capsys):
+    """Truth with ids 1..3 (id 3 unknown to the model's `1-2:1`) is refused without --label-map, scored with
+    `--label-map 1-3:1`: Dice/IoU from the voxel counts, HD95/ASSD in mm with the label's anisotropic spacing."""
+    spacing = (1.5, 1.0, 2.0)
+    image, label = make_pair(tmp_path, "other", shape=(20, 18, 7), spacing=spacing, label_ids=(1, 2, 3))
+    common = [str(vertebra_everywhere), str(image), "--label", str(label), "-o", str(tmp_path / "out")]
+    assert main(common) == 2
+    assert "label ids [3] are not covered by --label-map '1-2:1'" in capsys.readouterr().err
+    assert main([*common, "--label-map", "1-3:1"]) == 0
+    with open(tmp_path / "out" / "metrics.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        found = {(r["case"], r["class"]): r for r in reader}
+    assert tuple(reader.fieldnames) == COLUMNS == ("case", "class", "dice", "iou", "hd95_mm", "assd_mm")
+    truth = (read_volume(label).array > 0).astype(np.uint8)
+    expected = surface_metrics(np.ones_like(truth), truth, spacing, 2)
+    vertebra, background = found[("other", "vertebra")], found[("other", "background")]
+    for key in ("dice", "iou", "hd95_mm", "assd_mm"):
+        assert float(vertebra[key]) == pytest.approx(expected[1][key], abs=1e-6), key
+    assert float(vertebra["hd95_mm"]) > 0 and float(background["dice"]) == 0.0
+    assert background["hd95_mm"] == background["assd_mm"] == ""  # nothing predicted as background: undefined
+    assert found[("all voxels", "vertebra")]["hd95_mm"] == ""
+    assert f"{expected[1]['hd95_mm']:8.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "case, spec, match",
+    [
+        ("unreadable rule", "1-:1", r"--label-map: cannot read rule '1-:1'"),
+        ("backwards range", "9-1:1", r"--label-map: range '9-1:1' runs backwards"),
+        ("more classes than the model", "1-5:1,6-9:2", r"makes 3 classes but the model has 2 \(background, vertebra\)"),
+    ],
+)
+def test_bad_label_map_is_refused_before_any_work(vertebra_everywhere, make_pair, refusal, tmp_path, case, spec, match):
+    image, label = make_pair(tmp_path, "other", shape=(20, 18, 7), label_ids=(1, 2, 3))
+    args = [str(vertebra_everywhere), str(image), "--label", str(label), "--label-map", spec]
+    refusal.check("predict", *args, match=match)  # and no `predictions/` folder left behind

@@ -40,7 +40,14 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="PATH",
-        help="ground truth for the volume INPUTs, once per volume in the same order: Dice/IoU table + CSV",
+        help="ground truth for the volume INPUTs, once per volume in the same order: Dice/IoU/HD95/ASSD table + CSV",
+    )
+    p.add_argument(
+        "--label-map",
+        default=None,
+        metavar="SPEC",
+        help="map the ground truth's ids to the model's classes with SPEC (e.g. '1-9:1') instead of the model's own "
+        "label map: for exams labelled by another dataset",
     )
     p.add_argument(
         "--overlap",
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         probabilities=args.probabilities,
         format=args.format,
+        label_map=args.label_map,
     )
     segmenter = load_segmenter(args.model, tta=args.tta, trust=args.trust_model)
     report = predict_inputs(segmenter, args.inputs, args.label, options)

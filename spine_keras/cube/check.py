@@ -201,10 +201,13 @@ def _stream_statistics(images: h5py.Dataset, labels: h5py.Dataset) -> tuple[np.n
     return counts, bad_values, {"mean": mean, "std": std, "min": low, "max": high}
 
 
-def montage(path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, seed: int = 0) -> Path:
+def montage(
+    path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, seed: int = 0, title: str | None = None
+) -> Path:
     """Draw random original samples with their label overlaid, each beside up to `copies` augmented copies.
 
-    Each class has its fixed colour (`outputs.class_colour`) and a legend names the cube's classes.
+    Each class has its fixed colour (`outputs.class_colour`) and a legend names the cube's classes; `title`
+    replaces the default one (the cube's file name).
     """
     plt = outputs.pyplot()
     png = Path(png)
@@ -230,7 +233,7 @@ def montage(path: Path | str, png: Path | str, rows: int = 4, copies: int = 3, s
                 ax.set_title(f"{case_ids[sample]} #{positions[sample]}{aug}", fontsize=7)
             for ax in axes[row]:
                 ax.axis("off")
-        fig.suptitle(f"{Path(path).name}: originals and augmented copies", fontsize=9)
+        fig.suptitle(title or f"{Path(path).name}: originals and augmented copies", fontsize=9)
         names = attrs.get("class_names") or [f"class_{i}" for i in range(int(attrs["n_classes"]))]
         outputs.add_class_legend(fig, list(names))
         fig.tight_layout(rect=(0, 0.25 / fig.get_figheight(), 1, 1))

@@ -33,6 +33,7 @@ from spine_keras.predict.metrics import CaseScores, case_scores, format_table, w
 from spine_keras.predict.model import Segmenter
 from spine_keras.predict.volume import Prediction, predict_prepared, prepare_volume
 from spine_keras.prepare import Prepared
+from spine_keras.preprocess import LabelMap
 
 METRICS_CSV = "metrics.csv"
 DISK_FULL_TEXT = "No space left on device"  # how SimpleITK's writers report a full disk (a RuntimeError)
@@ -48,6 +49,7 @@ class PredictOptions:
     batch_size: int = 4
     probabilities: bool = False
     format: str | None = None  # a FORMATS key; None keeps each input's format
+    label_map: str | None = None  # maps the ground truth's ids to classes instead of the model's own label map
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -57,6 +59,21 @@ class PredictOptions:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.format is not None and self.format not in FORMATS:
             raise UserError(f"--format must be one of {', '.join(FORMATS)}, got '{self.format}'")
+        if self.label_map is not None:
+            LabelMap.parse(self.label_map)
+
+    def truth_map(self, bundle: ModelBundle) -> LabelMap:
+        """The label map for the ground truth: `label_map` when given (UserError if it makes more classes than the
+        model has), else the bundle's own."""
+        if self.label_map is None:
+            return bundle.truth_map()
+        truth_map = LabelMap.parse(self.label_map)
+        if (truth_map.n_classes or 0) > bundle.n_classes:
+            raise UserError(
+                f"--label-map '{self.label_map}' makes {truth_map.n_classes} classes but the model has "
+                f"{bundle.n_classes} ({', '.join(bundle.class_names)})"
+            )
+        return truth_map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +141,9 @@ def _where(job: Job) -> str:
     return f"{job.source}: " if job.source else ""
 
 
-def read_truth(job: Job, image: Volume, bundle: ModelBundle) -> np.ndarray:
-    """The ground truth as class ids (through the bundle's label map), on the image's grid."""
+def read_truth(job: Job, image: Volume, bundle: ModelBundle, truth_map: LabelMap | None = None) -> np.ndarray:
+    """The ground truth as class ids (through `truth_map`, by default the bundle's label map), on the image's
+    grid."""
     assert job.label is not None
     label = read_volume(job.label, job.source or None)
     if label.shape != image.shape or label.channels != 1:
@@ -134,7 +152,8 @@ def read_truth(job: Job, image: Volume, bundle: ModelBundle) -> np.ndarray:
             f"{image.shape}; they must match voxel for voxel"
         )
     try:
-        return bundle.truth_map().apply(label.array, bundle.n_classes)
+        truth_map = truth_map if truth_map is not None else bundle.truth_map()
+        return truth_map.apply(label.array, bundle.n_classes)
     except CaseError as exc:
         raise CaseError(f"{_where(job)}label '{job.label}': {exc}") from exc
 
@@ -153,10 +172,11 @@ class CaseInput:
     case: Prepared
 
 
-def read_job(job: Job, bundle: ModelBundle) -> CaseInput:
-    """Read, check and prepare one job's image (and ground truth); CaseError naming it when it cannot be."""
+def read_job(job: Job, bundle: ModelBundle, truth_map: LabelMap | None = None) -> CaseInput:
+    """Read, check and prepare one job's image (and ground truth, through `truth_map`, by default the bundle's);
+    CaseError naming it when it cannot be."""
     image = read_volume(job.image, job.source or None)
-    truth = read_truth(job, image, bundle) if job.label is not None else None
+    truth = read_truth(job, image, bundle, truth_map) if job.label is not None else None
     try:
         case = prepare_volume(image, bundle)
     except CaseError as exc:
@@ -225,7 +245,8 @@ def run_case(
     files = write_case(job, prediction, options, written)
     if given.truth is None:
         return files, None
-    return files, case_scores(job.case_id, prediction.labels.array, given.truth, segmenter.bundle.n_classes)
+    labels = prediction.labels  # in the input's geometry, voxel for voxel with the ground truth
+    return files, case_scores(job.case_id, labels.array, given.truth, segmenter.bundle.n_classes, labels.spacing)
 
 
 def predict_inputs(
@@ -239,6 +260,7 @@ def predict_inputs(
     refused model stops the batch with a UserError (the output folder, if this call made it and it stayed empty,
     is removed)."""
     options = options or PredictOptions()
+    truth_map = options.truth_map(segmenter.bundle)
     jobs, failures = collect_jobs(inputs, labels)
     check_folder(options.out_dir, "output folder", create_parents=False)
     report = Report(failures=failures)
@@ -246,7 +268,7 @@ def predict_inputs(
     try:
         for job in jobs:
             try:
-                given = read_job(job, segmenter.bundle)
+                given = read_job(job, segmenter.bundle, truth_map)
             except UserError as exc:
                 report.failures.append(str(exc))
                 log(f"{job.case_id}: failed")
