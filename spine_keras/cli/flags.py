@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -41,35 +41,24 @@ def add_dataclass_flags(group: argparse._ArgumentGroup, cls: type, prefix: str =
     """Add one `--field-name` flag per dataclass field, typed from its default (tuples as 'a,b')."""
     for field in dataclasses.fields(cls):
         default = field.default if field.default is not dataclasses.MISSING else None
-        flag = f"--{prefix}{field.name.replace('_', '-')}"
-        if isinstance(default, bool):
-            group.add_argument(
-                flag,
-                dest=f"{prefix}{field.name}",
-                type=lambda s: s.lower() in ("1", "true", "yes"),
-                default=argparse.SUPPRESS,
-                metavar="BOOL",
-                help=f"(default {default})",
-            )
-        elif isinstance(default, (int, float)):
-            group.add_argument(
-                flag,
-                dest=f"{prefix}{field.name}",
-                type=float,
-                default=argparse.SUPPRESS,
-                metavar="X",
-                help=f"(default {default})",
-            )
-        else:
-            shown = ",".join(str(v) for v in default) if isinstance(default, tuple) else default
-            group.add_argument(
-                flag,
-                dest=f"{prefix}{field.name}",
-                type=numbers,
-                default=argparse.SUPPRESS,
-                metavar="A,B",
-                help=f"(default {shown})",
-            )
+        kind, metavar, shown = _flag_type(default)
+        group.add_argument(
+            f"--{prefix}{field.name.replace('_', '-')}",
+            dest=f"{prefix}{field.name}",
+            type=kind,
+            default=argparse.SUPPRESS,
+            metavar=metavar,
+            help=f"(default {shown})",
+        )
+
+
+def _flag_type(default: Any) -> tuple[Callable[[str], Any], str, Any]:
+    """(parser, metavar, default as shown) for a field with this default: booleans, numbers, or 'a,b' lists."""
+    if isinstance(default, bool):
+        return (lambda text: text.lower() in ("1", "true", "yes")), "BOOL", default
+    if isinstance(default, (int, float)):
+        return float, "X", default
+    return numbers, "A,B", ",".join(str(v) for v in default) if isinstance(default, tuple) else default
 
 
 def dataclass_from_flags(cls: type, args: argparse.Namespace, prefix: str = "") -> Any:
