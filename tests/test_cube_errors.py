@@ -127,10 +127,10 @@ def test_killed_build_leaves_nothing(pair_list, tmp_path: Path, sig: int) -> Non
         "--workers",
         "1",
         "--shape",
-        "64,64",
+        "128,128",
         "--augment",
-        "3",
-    ]
+        "30",
+    ]  # about a minute of work: still running when the signal comes, whatever the machine's speed
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.time() + 60
     while not list(tmp_path.glob(".c.h5.*.tmp")) and time.time() < deadline:
