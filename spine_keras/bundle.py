@@ -121,6 +121,7 @@ class ModelBundle:
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     versions: dict[str, str] = dataclasses.field(default_factory=versions)
     export: ExportInfo | None = None
+    train_flips: tuple[int, ...] | None = None  # sample axes flipped in training (TTA's flips); None = not recorded
 
     def __post_init__(self) -> None:
         _check_consistent(self)
@@ -210,6 +211,9 @@ def _check_consistent(bundle: ModelBundle) -> None:
         raise ValueError(f"field 'input_shape' {list(bundle.input_shape)} disagrees with 'sampling.shape'")
     if bundle.n_classes < 2:
         raise ValueError("field 'class_names' needs at least two names, background first")
+    flips = bundle.train_flips
+    if flips is not None and (list(flips) != sorted(set(flips)) or not all(0 <= a < rank for a in flips)):
+        raise ValueError(f"field 'train_flips' {list(flips)} needs distinct sample axes in [0, {rank}), ascending")
 
 
 # Reading: one parser per field, each raising ValueError with what it expected.
@@ -231,6 +235,14 @@ def _ints(value: Any) -> tuple[int, ...]:
 def _names(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ValueError(f"a list of names, got {value!r}")
+    return tuple(value)
+
+
+def _axes(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"a list of axis numbers (possibly empty) or null, got {value!r}")
     return tuple(value)
 
 
@@ -298,6 +310,7 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "metrics": _mapping,
     "versions": _mapping,
     "export": lambda value: None if value is None else _export_info(value),
+    "train_flips": _axes,
 }
 REQUIRED = ("arch", "input_shape", "class_names", "preprocess", "sampling")
 DERIVED = {"mode": lambda b: b.mode, "axis": lambda b: b.axis, "n_classes": lambda b: b.n_classes}

@@ -41,6 +41,7 @@ class CubeInfo:
     sample_shape: tuple[int, ...]
     case_ids: np.ndarray
     augmented: np.ndarray
+    channels: int = 1  # input channels per sample: 1, or 2 x context + 1 for 2.5D cubes
 
     @property
     def mode(self) -> str:
@@ -59,8 +60,8 @@ class CubeInfo:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Model input shape without the batch axis: spatial sides then one channel."""
-        return (*self.sample_shape, 1)
+        """Model input shape without the batch axis: spatial sides then the channels."""
+        return (*self.sample_shape, self.channels)
 
 
 def open_cube(path: Path | str) -> CubeInfo:
@@ -82,7 +83,8 @@ def open_cube(path: Path | str) -> CubeInfo:
             f"cube '{path}' is empty or inconsistent (images {images_shape}, labels {labels_shape}, "
             f"{len(case_ids)} case ids); check it with spine-check-cube"
         )
-    info = CubeInfo(Path(path), attrs, tuple(int(s) for s in labels_shape[1:]), case_ids, np.asarray(augmented))
+    sides = tuple(int(s) for s in labels_shape[1:])
+    info = CubeInfo(Path(path), attrs, sides, case_ids, np.asarray(augmented), int(images_shape[-1]))
     if len(info.class_names) != info.n_classes:
         raise UserError(f"cube '{path}' names {len(info.class_names)} classes but has n_classes={info.n_classes}")
     return info
@@ -174,6 +176,7 @@ class CubeReader:
         self._local = threading.local()
         with h5py.File(self.path, "r") as handle:
             self.sample_shape = tuple(handle["labels"].shape[1:])
+            self.image_shape = tuple(handle["images"].shape[1:])  # sides, then channels
 
     def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset]:
         """This thread's `images` and `labels`, from a handle opened on first use (again in a forked child)."""
@@ -184,7 +187,7 @@ class CubeReader:
         return local.images, local.labels
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Image (*shape, 1) float32 and label (*shape) uint8 of sample `index`."""
+        """Image (*shape, channels) float32 and label (*shape) uint8 of sample `index`."""
         images, labels = self._datasets()
         try:
             return images[index], labels[index]
@@ -199,16 +202,16 @@ class CubeReader:
         """A training sample, augmented with a generator seeded by (seed, epoch, index) when enabled."""
         image, label = self.read(int(index))
         if self.augment_config is not None:
-            from spine_keras.augment import augment
+            from spine_keras.cube.samples import augment_channels
 
             rng = np.random.default_rng([self.seed, int(epoch), int(index)])
-            image, label = augment(image, label, self.augment_config, rng)
+            image, label = augment_channels(image, label, self.augment_config, rng)
         return image.astype(np.float32, copy=False), label.astype(np.uint8, copy=False)
 
     def read_val(self, index: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
         """A validation sample and its weight; index -1 is padding (zeros, weight 0)."""
         if index < 0:
-            return (np.zeros((*self.sample_shape, 1), np.float32), np.zeros(self.sample_shape, np.uint8), np.float32(0))
+            return (np.zeros(self.image_shape, np.float32), np.zeros(self.sample_shape, np.uint8), np.float32(0))
         image, label = self.read(int(index))
         return image, label, np.float32(1)
 
@@ -256,7 +259,7 @@ def train_dataset(
 
     def load(epoch: tf.Tensor, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         image, label = tf.numpy_function(reader.read_train, [epoch, index], (tf.float32, tf.uint8), stateful=False)
-        image.set_shape((*reader.sample_shape, 1))
+        image.set_shape(reader.image_shape)
         label.set_shape(reader.sample_shape)
         return image, label
 
@@ -283,7 +286,7 @@ def val_dataset(
         image, label, weight = tf.numpy_function(
             reader.read_val, [index], (tf.float32, tf.uint8, tf.float32), stateful=False
         )
-        image.set_shape((*reader.sample_shape, 1))
+        image.set_shape(reader.image_shape)
         label.set_shape(reader.sample_shape)
         weight.set_shape(())
         return image, label, weight

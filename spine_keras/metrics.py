@@ -20,7 +20,8 @@ from keras import ops
 def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int, sample_weight: Any = None) -> Any:
     """(n_classes, n_classes) int32 counts, rows = truth, columns = prediction (class ids, not probabilities).
 
-    Voxels whose true id is not a class (e.g. 255 padding) and samples with weight 0 are not counted.
+    Voxels whose true id is not a class (the ignore id 255, `spine_keras.preprocess.IGNORE`) and samples with
+    weight 0 are not counted.
     """
     y_true = ops.reshape(ops.cast(y_true, "int32"), (ops.shape(y_true)[0], -1))
     y_pred = ops.reshape(ops.cast(y_pred, "int32"), (ops.shape(y_pred)[0], -1))

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from spine_keras.io import atomic_path
+from spine_keras.preprocess import IGNORE
 
 # Class colours: class i >= 1 always gets CLASS_COLOURS[(i - 1) % 16], whatever the number of classes, so a class
 # keeps its colour across cubes, runs and figures; background (class 0) is transparent. Sixteen colours that stay
@@ -32,6 +33,7 @@ CLASS_COLOURS = (
     "#aaffc3",
     "#000075",
 )
+IGNORE_COLOUR = "#9e9e9e"  # voxels of the ignore id: grey, outside the class palette
 
 
 def write_csv(rows: Sequence[Sequence[Any] | Mapping[str, Any]], header: Sequence[str], path: Path | str) -> Path:
@@ -73,21 +75,25 @@ def class_colour(index: int) -> str:
 
 
 def label_overlay(label: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """RGBA image (float, shape label.shape + (4,)) colouring each class by `class_colour`; background transparent."""
+    """RGBA image (float, shape label.shape + (4,)) colouring each class by `class_colour` and the ignore id in
+    grey (`IGNORE_COLOUR`); background transparent."""
     from matplotlib.colors import to_rgb
 
     label = np.asarray(label)
     top = int(label.max(initial=0))
     table = np.zeros((top + 1, 4))
     for index in range(1, top + 1):
-        table[index] = (*to_rgb(class_colour(index)), alpha)
+        table[index] = (*to_rgb(IGNORE_COLOUR if index == IGNORE else class_colour(index)), alpha)
     return table[np.clip(label, 0, None)]
 
 
-def add_class_legend(figure, class_names: Sequence[str], **kwargs: Any) -> None:
-    """A figure legend naming every foreground class beside its fixed colour (background is left uncoloured)."""
+def add_class_legend(figure, class_names: Sequence[str], ignored: bool = False, **kwargs: Any) -> None:
+    """A figure legend naming every foreground class beside its fixed colour (background is left uncoloured), and
+    with `ignored` the grey of the ignore id."""
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=class_colour(i), label=name) for i, name in enumerate(class_names) if i > 0]
+    if ignored:
+        handles.append(Patch(facecolor=IGNORE_COLOUR, label="ignored"))
     options = {"loc": "lower center", "ncol": min(len(handles), 6), "fontsize": 8, "frameon": False, **kwargs}
     figure.legend(handles=handles, **options)

@@ -1,7 +1,9 @@
 """A synthetic lumbar-spine phantom (vertebral bodies, discs, canal, noise, bias field) for the demo and tests.
 
 Axes follow the shared data: 0 = superior->inferior, 1 = anterior->posterior, 2 = left->right (sagittal
-slice index), 1 mm voxels. Labels are semantic: 0 background, 1 vertebral body, 2 intervertebral disc.
+slice index), 1 mm voxels. Labels are semantic: 0 background, 1 vertebral body, 2 intervertebral disc; with
+`vertebra_ids` they are per structure instead, as in the published vertebra sets: 0 background, 1..n one id per
+vertebral body from top to bottom (discs 0). Every phantom vertebra lies completely inside the volume.
 """
 
 from __future__ import annotations
@@ -22,12 +24,18 @@ DEFAULT_SHAPE = (160, 112, 40)
 GEOMETRY = {"spacing": (1.0, 1.0, 1.0), "origin": (0.0, 0.0, 0.0), "direction": np.eye(3)}
 
 
-def make_phantom(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic T2-like exam: (image uint16, label uint8), varying with `seed` in size, curve and contrast."""
+def make_phantom(
+    seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE, vertebra_ids: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic T2-like exam: (image uint16, label uint8), varying with `seed` in size, curve and contrast.
+
+    `vertebra_ids` labels each vertebral body with its own id (1 at the top) and leaves the discs 0; the image
+    is the same either way."""
     rng = np.random.default_rng(seed)
     si, ap, lr = (np.arange(n, dtype=np.float32) for n in shape)
     z, y, x = np.meshgrid(si, ap, lr, indexing="ij")
     label = np.zeros(shape, np.uint8)
+    instances = np.zeros(shape, np.uint8)
     canal = np.zeros(shape, bool)
     body_h, disc_h = rng.uniform(20, 26), rng.uniform(7, 10)
     depth, width = rng.uniform(28, 36), rng.uniform(26, 32)
@@ -39,6 +47,7 @@ def make_phantom(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tupl
         in_body = (z >= top) & (z < top + body_h)
         body = in_body & (((y - front - depth / 2) / (depth / 2)) ** 2 + ((x - centre_lr) / (width / 2)) ** 2 <= 1)
         label[body] = 1
+        instances[body] = instances.max() + 1
         disc_top = top + body_h
         in_disc = (z >= disc_top) & (z < disc_top + disc_h)
         disc = in_disc & (
@@ -54,7 +63,7 @@ def make_phantom(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE) -> tupl
     image = ndimage.gaussian_filter(image, 0.8)
     bias = 1 + 0.3 * np.sin(np.pi * z / shape[0] + rng.uniform(0, np.pi)) * np.cos(np.pi * y / shape[1])
     image = image * bias + rng.normal(0, 0.04, shape).astype(np.float32)
-    return np.clip(image * 1000, 0, 4095).astype(np.uint16), label
+    return np.clip(image * 1000, 0, 4095).astype(np.uint16), instances if vertebra_ids else label
 
 
 def write_demo(
@@ -63,18 +72,21 @@ def write_demo(
     cases: int = 6,
     seed: int = 0,
     shape: tuple[int, int, int] = DEFAULT_SHAPE,
+    vertebra_ids: bool = False,
 ) -> Path:
-    """Write `cases` phantom NRRD pairs into `out_dir` and an `image,label` list naming them.
+    """Write `cases` phantom NRRD pairs into `out_dir` and an `image,label` list naming them (`vertebra_ids`: one
+    label id per vertebral body, see `make_phantom`).
 
     All or nothing: on any failure (a full disk, Ctrl-C) the files and folders this call created are removed again.
     """
     out_dir, list_path = Path(out_dir), Path(list_path)
     created = _make_folders(out_dir, list_path.parent)
     try:
-        lines = ["# synthetic lumbar phantom written by spine-phantom; classes: " + ",".join(CLASS_NAMES)]
+        labels = "one id per vertebral body, 1 at the top" if vertebra_ids else "classes: " + ",".join(CLASS_NAMES)
+        lines = [f"# synthetic lumbar phantom written by spine-phantom; {labels}"]
         for case in range(cases):
             stem = out_dir / f"phantom_{case:02d}"
-            image, label = make_phantom(seed * 1000 + case, shape)
+            image, label = make_phantom(seed * 1000 + case, shape, vertebra_ids)
             for path, array in ((Path(f"{stem}_image.nrrd"), image), (Path(f"{stem}_label.nrrd"), label)):
                 with _new_file(path, created):
                     write_volume(Volume(array, **GEOMETRY), path)

@@ -13,12 +13,14 @@ import math
 
 import numpy as np
 
+from spine_keras.body_crop import body_box
 from spine_keras.errors import CaseError, UserError
 from spine_keras.io import Volume
 from spine_keras.preprocess import INTERPOLATIONS, PreprocessConfig, fit_shape, normalize, resample
 
 MIN_SIDE = 16
 MODES = ("2d", "3d")
+MAX_CONTEXT = 16  # 2.5D: at most this many neighbouring slices on each side (33 channels)
 MAX_SAMPLE_BYTES = 1 << 30  # one float32 sample: one HDF5 chunk (HDF5 caps chunks at 4 GiB), several per case in memory
 MAX_VOLUME_VOXELS = 1 << 30  # a volume resampled to --spacing: 4 GiB as float32, before its copies
 
@@ -33,6 +35,7 @@ class SamplingConfig:
     min_foreground: float = 0.0  # drop 2D slices / 3D patches whose labelled fraction is below this
     stride: tuple[int, ...] | None = None  # 3D: tile patches with this stride; None resizes the whole volume
     background_keep: float = 0.1  # 3D patches: keep a patch without any label with this probability
+    context: int = 0  # 2D only (2.5D): this many neighbouring slices on each side become extra input channels
 
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
@@ -48,6 +51,13 @@ class SamplingConfig:
             raise UserError("--min-foreground must lie in [0, 1)")
         if not 0.0 <= self.background_keep <= 1.0:
             raise UserError("--background-keep must lie in [0, 1]")
+        self._check_context()
+
+    def _check_context(self) -> None:
+        if isinstance(self.context, bool) or not isinstance(self.context, int) or not 0 <= self.context <= MAX_CONTEXT:
+            raise UserError(f"--context must be a whole number of slices from 0 to {MAX_CONTEXT}, not {self.context}")
+        if self.context and self.mode != "2d":
+            raise UserError("--context (neighbouring slices as channels) applies only to --mode 2d; drop it for 3d")
 
     def _check_shape(self) -> None:
         rank = 2 if self.mode == "2d" else 3
@@ -68,6 +78,11 @@ class SamplingConfig:
             )
 
     @property
+    def channels(self) -> int:
+        """Input channels a single-channel volume gives each sample: the slice and its 2 x context neighbours."""
+        return 2 * self.context + 1
+
+    @property
     def windowed(self) -> bool:
         """Whether samples are windows of a larger grid (3D patches), not whole slices or volumes."""
         return self.stride is not None
@@ -83,16 +98,33 @@ class SamplingConfig:
 
 @dataclasses.dataclass
 class Prepared:
-    """A volume on the model's grid: normalized image, optional class-id label, spacing, and the padding value."""
+    """A volume on the model's grid: normalized image, optional class-id label, spacing, and the padding value.
+
+    With an automatic crop, `image` and `label` hold only the body's box: `box` places them in the resampled grid
+    of shape `grid_shape`, so that prediction can put its result back (see `uncrop`).
+    """
 
     image: np.ndarray
     label: np.ndarray | None
     spacing: tuple[float, ...]
     fill: float  # the normalized volume's minimum: what training and inference pad the image with
+    box: tuple[slice, ...] | None = None  # where `image` lies in the resampled grid; None = the whole grid
+    grid_shape: tuple[int, ...] | None = None  # the resampled grid's spatial shape
+
+    def uncrop(self, array: np.ndarray, background: np.ndarray | float = 0) -> np.ndarray:
+        """`array` on this volume's (cropped) grid, trailing axes kept, placed into the whole resampled grid;
+        `background` fills the rest (a class id, or a vector of class probabilities)."""
+        if self.box is None or self.grid_shape is None:
+            return array
+        out = np.empty(self.grid_shape + array.shape[len(self.grid_shape) :], array.dtype)
+        out[...] = background
+        out[self.box] = array
+        return out
 
 
 def prepare(image: Volume, config: PreprocessConfig, label: np.ndarray | None = None) -> Prepared:
-    """Resample to the configured spacing (image linear or cubic, label nearest), then normalize the whole volume.
+    """Resample to the configured spacing (image linear or cubic, label nearest), crop to the body's box when
+    `auto_crop_mm` is set (found from the image alone, so prediction repeats it), then normalize what is left.
 
     `label` holds class ids on the image's grid (already remapped); prediction passes none. The one gate for
     intensities, shared by the cube builder and prediction: NaN or infinite values, and values too large to
@@ -109,11 +141,15 @@ def prepare(image: Volume, config: PreprocessConfig, label: np.ndarray | None = 
         array = resample(array, spacing, config.spacing, INTERPOLATIONS[config.interpolation])
         label = None if label is None else resample(label, spacing, config.spacing, 0)
         spacing = tuple(float(s) for s in config.spacing)
+    grid_shape, box = tuple(array.shape), None
+    if config.auto_crop_mm is not None:
+        box = body_box(array, spacing, config.auto_crop_mm)
+        array, label = array[box], None if label is None else label[box]
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, as one line
         array = normalize(array, config)
     if not np.all(np.isfinite(array)):
         raise CaseError("the image's intensities are too large to normalize in float32; rescale the volume")
-    return Prepared(array, label, spacing, float(array.min()))
+    return Prepared(array, label, spacing, float(array.min()), box, grid_shape)
 
 
 def check_finite(array: np.ndarray, what: str) -> None:
@@ -156,6 +192,20 @@ def stack_samples(array: np.ndarray, sampling: SamplingConfig) -> np.ndarray:
     return array[None]
 
 
+def stack_inputs(array: np.ndarray, sampling: SamplingConfig) -> np.ndarray:
+    """The image volume as model inputs, sample axis first and channels last: (n, *sides, channels).
+
+    With 2.5D `context` k, channel j of slice i is slice i + j - k (the slice itself in the middle channel), slices
+    beyond the volume's edge repeating the edge slice; without context the one channel is the sample itself.
+    """
+    stack = stack_samples(array, sampling)
+    if not sampling.context:
+        return stack[..., None]
+    offsets = np.arange(-sampling.context, sampling.context + 1)
+    neighbours = np.clip(np.arange(stack.shape[0])[:, None] + offsets, 0, stack.shape[0] - 1)
+    return np.ascontiguousarray(np.moveaxis(stack[neighbours], 1, -1))
+
+
 def unstack_samples(stack: np.ndarray, sampling: SamplingConfig) -> np.ndarray:
     """Inverse of `stack_samples` (trailing axes such as classes are kept)."""
     if sampling.mode == "2d":
@@ -164,7 +214,8 @@ def unstack_samples(stack: np.ndarray, sampling: SamplingConfig) -> np.ndarray:
 
 
 def fit_sample(sample: np.ndarray, shape: tuple[int, ...], config: PreprocessConfig, fill: float) -> np.ndarray:
-    """Bring an image sample to the model's input `shape` with the configured fit and interpolation."""
+    """Bring an image sample to the model's input `shape` with the configured fit and interpolation (trailing
+    channels, such as 2.5D neighbours, are fitted one by one)."""
     return fit_shape(sample, shape, config.fit, INTERPOLATIONS[config.interpolation], fill)
 
 

@@ -17,7 +17,8 @@ from spine_keras.choices import FITS, INTENSITY_NORMALIZATIONS, INTERPOLATIONS
 from spine_keras.errors import CaseError, UserError
 
 NORMALIZATIONS = INTENSITY_NORMALIZATIONS
-_RULE = re.compile(r"^\s*(\*|\d+)(?:\s*-\s*(\d+))?\s*:\s*(\d+)\s*$")
+IGNORE = 255  # label id of voxels left out of the loss, the metrics and the evaluation
+_RULE = re.compile(r"^\s*(\*|\d+)(?:\s*-\s*(\d+))?\s*:\s*(\d+|ignore)\s*$", re.IGNORECASE)
 
 
 @dataclasses.dataclass
@@ -29,7 +30,9 @@ class PreprocessConfig:
     normalization: str = "zscore"  # zscore, percentile (clip + min-max) or minmax
     percentiles: tuple[float, float] = (0.5, 99.5)
     crop_roi_mm: float | None = None  # crop to the labelled region plus this margin (training only)
+    auto_crop_mm: float | None = None  # crop to the body found in the image plus this margin (cube and prediction)
     fit: str = "resize"  # bring samples to the target shape by resizing, or by centre pad/crop (keeps mm)
+    ignore_above_labels: bool = False  # truth above the top labelled row (axis 0) is IGNORE: not annotated there
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -45,6 +48,18 @@ class PreprocessConfig:
             raise UserError(f"spacing {','.join(f'{s:g}' for s in self.spacing)} must be positive finite mm")
         if self.crop_roi_mm is not None and not (math.isfinite(self.crop_roi_mm) and self.crop_roi_mm >= 0):
             raise UserError(f"--crop-roi margin must be a finite number >= 0 mm, not {self.crop_roi_mm:g}")
+        self._check_auto_crop()
+        if not isinstance(self.ignore_above_labels, bool):
+            raise UserError(f"ignore_above_labels must be true or false, not {self.ignore_above_labels!r}")
+
+    def _check_auto_crop(self) -> None:
+        """UserError for a bad --auto-crop margin, or --auto-crop with --crop-roi (one crop at a time)."""
+        if self.auto_crop_mm is None:
+            return
+        if not (math.isfinite(self.auto_crop_mm) and self.auto_crop_mm >= 0):
+            raise UserError(f"--auto-crop margin must be a finite number >= 0 mm, not {self.auto_crop_mm:g}")
+        if self.crop_roi_mm is not None:
+            raise UserError("--auto-crop and --crop-roi both crop the volume; choose one")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,7 +78,8 @@ class LabelMap:
     """Maps the published per-structure label ids to semantic classes, e.g. '1-7:1' or '1-5:1,6-10:2,*:0'.
 
     0 maps to 0 unless a rule says otherwise; `*:c` maps every other id to c. An id covered by no rule is an
-    error, so a forgotten structure never silently becomes background.
+    error, so a forgotten structure never silently becomes background. The target `ignore` (e.g. '6-9:ignore',
+    '*:ignore') maps ids to IGNORE: voxels a data set does not annotate, left out of the loss and the metrics.
     """
 
     spec: str | None = None
@@ -84,15 +100,14 @@ class LabelMap:
                     "or '*:CLASS', comma-separated, e.g. '1-7:1'"
                 )
             low, high, target = match.groups()
-            if int(target) > 255:
-                raise UserError(f"--label-map: class {target} in '{part.strip()}' is above 255 (labels are uint8)")
+            target_id = _target_id(target, part.strip())
             if low == "*":
-                default = int(target)
+                default = target_id
                 continue
             low_i, high_i = int(low), int(high if high is not None else low)
             if high_i < low_i:
                 raise UserError(f"--label-map: range '{part.strip()}' runs backwards")
-            rules.append((low_i, high_i, int(target)))
+            rules.append((low_i, high_i, target_id))
         return cls(spec.strip(), rules, default)
 
     @property
@@ -105,7 +120,7 @@ class LabelMap:
         if self.identity:
             return None
         targets = [r[2] for r in self.rules] + ([self.default] if self.default is not None else []) + [0]
-        return max(targets) + 1
+        return max(t for t in targets if t != IGNORE) + 1
 
     def lookup_table(self, max_id: int) -> np.ndarray:
         """Table from label id to class, -1 where no rule covers the id."""
@@ -127,8 +142,8 @@ class LabelMap:
         ids = values.astype(np.int64)
         max_id = int(ids.max()) if ids.size else 0
         if self.identity:
-            limit = n_classes if n_classes is not None else 256
-            bad = ids[ids >= limit]
+            limit = n_classes if n_classes is not None else IGNORE
+            bad = ids[(ids >= limit) & (ids != IGNORE)]
             if bad.size:
                 raise CaseError(
                     f"label ids {bad.tolist()} are outside the {limit} classes; map them with "
@@ -145,6 +160,36 @@ class LabelMap:
         if small:  # index with the label itself: no int64 copy of the volume
             return np.clip(table, 0, 255).astype(np.uint8)[label]
         return table[label.astype(np.int64)].astype(np.uint8)
+
+
+def _target_id(target: str, rule: str) -> int:
+    """The class id a rule's target names: a number below IGNORE, or `ignore` for IGNORE."""
+    if target.lower() == "ignore":
+        return IGNORE
+    if int(target) > IGNORE:
+        raise UserError(f"--label-map: class {target} in '{rule}' is above 255 (labels are uint8)")
+    if int(target) == IGNORE:
+        raise UserError(f"--label-map: class 255 in '{rule}' is the ignore id; write '{rule.split(':')[0]}:ignore'")
+    return int(target)
+
+
+def ignore_above_labels(label: np.ndarray, axis: int = 0) -> np.ndarray:
+    """A copy of `label` with every voxel in the rows along `axis` before the first row holding a class (an id
+    above 0 and below IGNORE) set to IGNORE; unchanged when no row holds one.
+
+    For data sets that annotate only the lowest structures of the field of view (VB3 labels L1-L5, T12 above is
+    unlabelled): the image above the top label is not background, so the loss and the metrics skip it.
+    """
+    label = np.asarray(label)
+    labelled = (label > 0) & (label < IGNORE)
+    others = tuple(a for a in range(label.ndim) if a != axis)
+    rows = np.flatnonzero(np.any(labelled, axis=others))
+    out = label.copy()
+    if rows.size:
+        above = [slice(None)] * label.ndim
+        above[axis] = slice(0, int(rows[0]))
+        out[tuple(above)] = IGNORE
+    return out
 
 
 def normalize(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -191,8 +236,9 @@ def resample(
 
 
 def roi_slices(label: np.ndarray, spacing: Sequence[float], margin_mm: float) -> tuple[slice, ...]:
-    """Bounding box of the labelled voxels grown by `margin_mm` on every side, clipped to the volume."""
-    nonzero = np.nonzero(label)
+    """Bounding box of the labelled voxels (classes, not IGNORE) grown by `margin_mm` on every side, clipped to the
+    volume."""
+    nonzero = np.nonzero((label > 0) & (label != IGNORE))
     if not nonzero[0].size:
         return tuple(slice(0, n) for n in label.shape)
     box = []

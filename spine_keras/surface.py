@@ -5,6 +5,11 @@ a mask is its boundary voxels, `mask & ~binary_erosion(mask)` with full connecti
 edge has its edge voxels on its surface); surface distances come from a Euclidean distance transform with
 `sampling=spacing`, as MONAI, medpy and nnU-Net compute them. HD95 is the 95th percentile of the union of both
 directed surface-distance sets, ASSD the mean of that union; both are NaN when either surface is empty.
+
+Truth voxels whose id is not a class (the ignore id 255, `spine_keras.preprocess.IGNORE`) are not scored: there
+the prediction counts as no class at all, so no class gains or loses overlap there and the surfaces of every
+foreground class are taken as if prediction and truth were background inside that region (as the confusion matrix
+of `spine_keras.metrics` leaves those voxels out).
 """
 
 from __future__ import annotations
@@ -117,11 +122,12 @@ def surface_metrics(
 ) -> dict[int, dict[str, float]]:
     """Per class id c in 0..n_classes-1: {"dice", "iou", "hd95_mm", "assd_mm", "truth_voxels",
     "predicted_voxels"} of label maps `pred` and `truth` (same shape, class ids) with voxel `spacing` in mm (one
-    value per axis; None for unit spacing)."""
+    value per axis; None for unit spacing). Voxels whose truth is outside 0..n_classes-1 (ignored) are left out."""
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
     spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * pred.ndim
     if len(spacing) != pred.ndim:
         raise ValueError(f"{len(spacing)} spacing value(s) for a {pred.ndim}D label map")
-    return {c: class_metrics(pred == c, truth == c, spacing) for c in range(n_classes)}
+    scored = (truth >= 0) & (truth < n_classes)
+    return {c: class_metrics((pred == c) & scored, truth == c, spacing) for c in range(n_classes)}

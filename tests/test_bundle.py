@@ -33,6 +33,7 @@ def bundle() -> ModelBundle:
         preset={"lr": 0.00033},
         provenance=Provenance(cube="/data/cube.h5", cube_sha256="ab" * 32, split="fold_0", val_cases=("VB3_01",)),
         metrics={"val_miou_nobg": 0.91},
+        train_flips=(1,),
     )
 
 
@@ -44,6 +45,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     assert loaded.preprocess.spacing == (1.0, 1.0, 2.5) and loaded.sampling.axis == 1
     assert loaded.n_classes == 2 and loaded.mode == "2d" and loaded.window == (64, 64) and loaded.logits
     assert loaded.provenance.val_cases == ("VB3_01",) and loaded.metrics["val_miou_nobg"] == 0.91
+    assert loaded.train_flips == (1,)
     raw = json.loads(path.read_text())
     assert raw["format"] == BUNDLE_FORMAT and raw["n_classes"] == 2 and raw["axis"] == 1 and raw["mode"] == "2d"
     assert not list(tmp_path.glob(".*tmp*"))
@@ -83,6 +85,9 @@ def test_missing_or_foreign_metadata(tmp_path: Path) -> None:
         (lambda d: d.update(n_classes=3), "field 'n_classes' is 3 but the bundle implies 2"),
         (lambda d: d["provenance"].update(cube_hash="x"), "field 'provenance' must be known keys"),
         (lambda d: d.update(metrics=[1, 2]), "field 'metrics' must be a mapping"),
+        (lambda d: d.update(train_flips=2), "field 'train_flips' must be a list of axis numbers"),
+        (lambda d: d.update(train_flips=[2]), r"field 'train_flips' \[2\] needs distinct sample axes in \[0, 2\)"),
+        (lambda d: d.update(train_flips=[1, 0]), "field 'train_flips' .* ascending"),
     ],
 )
 def test_each_bad_field_is_one_line_naming_field_and_file(tmp_path: Path, edit, message: str) -> None:

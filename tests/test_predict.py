@@ -56,7 +56,7 @@ def write_scan(path: Path, shape=(30, 26, 9), channels: int = 1, seed: int = 0) 
 def test_prediction_has_the_input_geometry_exactly(unet_run, tmp_path, suffix):
     scan = tmp_path / f"scan{suffix}"
     write_scan(scan)
-    assert main([str(unet_run), str(scan), "-o", str(tmp_path / "out"), "--probabilities", "--tta"]) == 0
+    assert main([str(unet_run), str(scan), "-o", str(tmp_path / "out"), "--probabilities", "--tta=all"]) == 0
     given = read_volume(scan)
     # NIfTI keeps orientation as float32 quaternion/sform that ITK re-derives on every read: ~1e-8 jitter
     direction_atol = 1e-7 if suffix == ".nii.gz" else 0.0
@@ -219,6 +219,14 @@ def test_bad_model_or_flags_exit_2(unet_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:
         main([str(unet_run), str(scan), "--overlap", "1"])
     assert exited.value.code == 2 and "--overlap: 1 is out of range: must be in [0, 1)" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main([str(unet_run), str(scan), "-o", str(out), "--tta"]) == 2  # the bundle records no training flips
+    assert "pass --tta all" in capsys.readouterr().err
+    assert main([str(unet_run), str(scan), "-o", str(out), "--postprocess", "min-size:-1"]) == 2
+    assert "--postprocess min-size takes a volume >= 0 in millilitres" in capsys.readouterr().err
+    assert main([str(unet_run), str(scan), "-o", str(out), "--postprocess", "biggest"]) == 2
+    assert "--postprocess must be none, largest or min-size:ML, not 'biggest'" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.fixture
@@ -264,3 +272,13 @@ def test_bad_label_map_is_refused_before_any_work(vertebra_everywhere, make_pair
     image, label = make_pair(tmp_path, "other", shape=(20, 18, 7), label_ids=(1, 2, 3))
     args = [str(vertebra_everywhere), str(image), "--label", str(label), "--label-map", spec]
     refusal.check("predict", *args, match=match)  # and no `predictions/` folder left behind
+
+
+def test_postprocess_flag_cleans_the_written_label_map(vertebra_everywhere, make_pair, tmp_path):
+    """The model says "vertebra" on all 20 x 18 x 7 voxels of 1.5 x 1 x 2 mm (7.56 ml, one component): min-size
+    7.56 keeps it, min-size 7.57 removes it, `largest` keeps it."""
+    image, _ = make_pair(tmp_path, "scan", shape=(20, 18, 7), spacing=(1.5, 1.0, 2.0))
+    for spec, expected in (("min-size:7.56", 1), ("min-size:7.57", 0), ("largest", 1)):
+        out = tmp_path / spec.replace(":", "_")
+        assert main([str(vertebra_everywhere), str(image), "-o", str(out), "--postprocess", spec]) == 0
+        np.testing.assert_array_equal(read_volume(out / "scan_seg.nrrd").array, expected)

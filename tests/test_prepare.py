@@ -1,5 +1,5 @@
 """One preprocessing path: what prediction feeds a model equals the cube's original samples of the same case, bit
-for bit, for 2D slices and whole 3D volumes, with resampling and both fits."""
+for bit, for 2D slices and whole 3D volumes, with resampling, both fits and the label-free body crop."""
 
 from __future__ import annotations
 
@@ -46,10 +46,17 @@ def bundle_of(cube: Path) -> ModelBundle:
             SamplingConfig(mode="3d", shape=(16, 16, 16)),
             1,
         ),
+        (
+            PreprocessConfig(spacing=(0.9, 1.3, 2.0), auto_crop_mm=3.0),
+            SamplingConfig(mode="2d", axis=2, shape=(32, 24)),
+            12,
+        ),
+        (PreprocessConfig(auto_crop_mm=1.0, fit="pad"), SamplingConfig(mode="3d", shape=(16, 16, 16)), 1),
     ],
 )
 def test_prediction_inputs_equal_the_cube_originals(make_pair, tmp_path: Path, preprocess, sampling, n_samples) -> None:
-    """12 slices of 2.5 mm resampled to 2.0 mm give 15 sagittal slices; axis 0 keeps its 30; 3D is one volume."""
+    """12 slices of 2.5 mm resampled to 2.0 mm give 15 sagittal slices (12 once cropped to the bright boxes plus
+    3 mm); axis 0 keeps its 30; 3D is one volume."""
     image, label = make_pair(tmp_path, "case", shape=(30, 26, 12), spacing=(1.1, 0.8, 2.5), seed=3)
     (tmp_path / "list.txt").write_text(f"{image.name},{label.name}\n")
     cube = tmp_path / "cube.h5"

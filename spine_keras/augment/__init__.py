@@ -1,7 +1,8 @@
 """Fused 2D/3D augmentation (numpy, scipy, SimpleITK only): draw parameters, then apply them deterministically.
 
 All spatial transforms (rotation, zoom, flip, shift) form one affine matrix applied in one resampling pass
-(image linear, label nearest); then blur, noise and intensity rescale touch the image only. `augment` is
+(image linear, label nearest), composed with an optional elastic deformation; then the image-only transforms:
+bias field, simulated low resolution, blur, noise, intensity rescale, contrast and gamma. `augment` is
 thread-safe and uses only the generator it is given, so it also serves on-the-fly training augmentation.
 """
 
@@ -11,12 +12,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from spine_keras.augment.config import AugmentConfig, AugmentParams, sample_params
+    from spine_keras.augment.config import AugmentConfig, sample_params
     from spine_keras.augment.geometry import affine_matrix, resample, rotation_matrix
+    from spine_keras.augment.params import AugmentParams
     from spine_keras.augment.pipeline import apply, augment, spatial_shape
 
 _HOMES = {  # loaded on first use: `spine-make-cube --help` reads AugmentConfig without loading scipy and SimpleITK
-    **dict.fromkeys(("AugmentConfig", "AugmentParams", "sample_params"), "spine_keras.augment.config"),
+    **dict.fromkeys(("AugmentConfig", "sample_params"), "spine_keras.augment.config"),
+    "AugmentParams": "spine_keras.augment.params",
     **dict.fromkeys(("affine_matrix", "resample", "rotation_matrix"), "spine_keras.augment.geometry"),
     **dict.fromkeys(("apply", "augment", "spatial_shape"), "spine_keras.augment.pipeline"),
 }

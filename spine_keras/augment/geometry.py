@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from spine_keras.augment.config import AugmentParams
+from spine_keras.augment.params import AugmentParams
 
 _PLANES = {2: ((0, 1),), 3: ((1, 2), (0, 2), (0, 1))}  # rotation planes: 2D one; 3D about axes 0, 1, 2
 _INTERPOLATORS = {1: sitk.sitkLinear, 0: sitk.sitkNearestNeighbor}

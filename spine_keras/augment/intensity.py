@@ -1,4 +1,4 @@
-"""The intensity part (image only): gaussian blur, additive gaussian noise reproducible from a seed, rescale."""
+"""The generic intensity transforms (image only): gaussian blur, additive noise reproducible from a seed, rescale."""
 
 from __future__ import annotations
 

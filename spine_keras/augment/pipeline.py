@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from spine_keras.augment import intensity
-from spine_keras.augment.config import AugmentConfig, AugmentParams, sample_params
+from spine_keras.augment import elastic, intensity, mri
+from spine_keras.augment.config import AugmentConfig, sample_params
 from spine_keras.augment.geometry import affine_matrix, resample
+from spine_keras.augment.params import AugmentParams
 
 
 def _spatial(array: np.ndarray, ndim: int, name: str) -> np.ndarray:
@@ -26,7 +27,7 @@ def spatial_shape(image: np.ndarray, label: np.ndarray | None = None) -> tuple[i
 
 
 def apply(image: np.ndarray, label: np.ndarray | None, params: AugmentParams) -> tuple[np.ndarray, np.ndarray | None]:
-    """Augment one sample with given parameters: one affine pass (image linear, label nearest), then intensity.
+    """Augment one sample with given parameters: one geometric pass (image linear, label nearest), then intensity.
 
     Shapes and dtypes are kept (a trailing channel axis of size 1 too); the inputs are never modified. Outside
     the field of view the image gets params.fill_value (None: its minimum) and the label 0 (background).
@@ -39,21 +40,44 @@ def apply(image: np.ndarray, label: np.ndarray | None, params: AugmentParams) ->
     lab = None if label is None else _spatial(label, params.ndim, "label")
     if lab is not None and lab.shape != img.shape:
         raise ValueError(f"label shape {label.shape} does not match image shape {image.shape}")
-    if params.spatial_identity:
-        out = np.flip(img, params.flip).copy()
-        out_label = None if lab is None else np.flip(lab, params.flip).copy()
-    else:
-        inverse = np.linalg.inv(affine_matrix(params, img.shape))
-        fill = float(img.min()) if params.fill_value is None else params.fill_value
-        out = resample(img, inverse, 1, fill)
-        out_label = None if lab is None else resample(lab, inverse, 0, 0)
+    out, out_label = _geometry(img, lab, params)
+    out = _intensity(out, params)
+    return out.reshape(image.shape), None if out_label is None else out_label.reshape(label.shape)
+
+
+def _geometry(img: np.ndarray, lab: np.ndarray | None, params: AugmentParams) -> tuple[np.ndarray, np.ndarray | None]:
+    """Flip, rotation, zoom, shift and elastic deformation in one resampling pass (none for a flip alone)."""
+    if params.spatial_identity and params.elastic_alpha == 0:
+        return np.flip(img, params.flip).copy(), None if lab is None else np.flip(lab, params.flip).copy()
+    inverse = np.linalg.inv(affine_matrix(params, img.shape))
+    fill = float(img.min()) if params.fill_value is None else params.fill_value
+    if params.elastic_alpha == 0:
+        return resample(img, inverse, 1, fill), None if lab is None else resample(lab, inverse, 0, 0)
+    field = elastic.displacement(img.shape, params.elastic_alpha, params.elastic_sigma, params.elastic_seed)
+    points = elastic.sample_points(inverse, field)
+    return elastic.warp(img, points, 1, fill), None if lab is None else elastic.warp(lab, points, 0, 0)
+
+
+def _intensity(out: np.ndarray, params: AugmentParams) -> np.ndarray:
+    """Image-only transforms in acquisition order: bias field, low resolution, blur, noise, rescale, contrast, gamma.
+
+    `out` is a fresh array (from _geometry) and may be modified in place.
+    """
+    if any(params.bias_coefficients):
+        out = mri.apply_bias_field(out, mri.bias_field(out.shape, params.bias_order, params.bias_coefficients))
+    if any(f > 1 for f in params.lowres):
+        out = mri.low_resolution(out, params.lowres)
     if params.blur_sigma > 0:
         out = intensity.blur(out, params.blur_sigma)
     if params.noise_std > 0:
         out += intensity.gaussian_noise(out.shape, params.noise_std, params.noise_seed).astype(out.dtype, copy=False)
     if params.intensity_scale != 1.0 or params.intensity_shift != 0.0:
         intensity.rescale(out, params.intensity_scale, params.intensity_shift)
-    return out.reshape(image.shape), None if out_label is None else out_label.reshape(label.shape)
+    if params.contrast != 1.0:
+        out = mri.contrast(out, params.contrast)
+    if params.gamma != 1.0:
+        out = mri.gamma(out, params.gamma)
+    return out
 
 
 def augment(

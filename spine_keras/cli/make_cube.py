@@ -16,9 +16,12 @@ from spine_keras.errors import UserError
 MAX_WORKERS = 256  # the same limits as spine_keras.cube.build.CubeConfig, which checks them for library callers
 MAX_COPIES = 32767
 MAX_SEED = 2**63 - 1
+MAX_CONTEXT = 16  # spine_keras.prepare.MAX_CONTEXT
+DEFAULT_BUDGET_GB = 2.0  # spine_keras.planner.DEFAULT_BUDGET_GB
 
 if TYPE_CHECKING:
     from spine_keras.cube.build import CubeConfig
+    from spine_keras.planner import Plan
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,9 +49,10 @@ def _add_sampling_flags(s: argparse._ArgumentGroup) -> None:
     )
     s.add_argument(
         "--shape",
-        type=ints,
+        type=_shape,
         default=None,
-        help="sample shape H,W (2d, default 256,256) or D,H,W (3d, default 64,128,128)",
+        help="sample shape H,W (2d, default 256,256) or D,H,W (3d, default 64,128,128), or 'auto': planned from the "
+        "list's median geometry (headers only; see --memory-budget)",
     )
     s.add_argument(
         "--min-foreground",
@@ -68,6 +72,20 @@ def _add_sampling_flags(s: argparse._ArgumentGroup) -> None:
         default=0.1,
         help="3d patches: probability of keeping a patch with no label (foreground-biased sampling)",
     )
+    s.add_argument(
+        "--context",
+        type=in_range(int, 0, MAX_CONTEXT),
+        default=0,
+        metavar="K",
+        help="2d only (2.5D): add the K neighbouring slices on each side as input channels (2K+1 channels)",
+    )
+    s.add_argument(
+        "--memory-budget",
+        type=in_range(float, 0),
+        default=DEFAULT_BUDGET_GB,
+        metavar="GB",
+        help="--shape auto, 3d: activation memory for a batch of 2 that the planned patch must fit",
+    )
 
 
 def _add_preprocessing_flags(q: argparse._ArgumentGroup) -> None:
@@ -84,12 +102,32 @@ def _add_preprocessing_flags(q: argparse._ArgumentGroup) -> None:
         help="crop to the labelled region plus this margin before fitting to --shape",
     )
     q.add_argument(
+        "--auto-crop",
+        type=in_range(float, 0),
+        default=None,
+        metavar="MM",
+        help="crop every volume to its body (found from the image alone, so prediction repeats it) plus this margin, "
+        "after resampling and before normalizing; not with --crop-roi",
+    )
+    q.add_argument(
         "--fit",
         choices=FITS,
-        default="resize",
-        help="bring samples to --shape by resizing or by centre pad/crop (keeps mm)",
+        default=None,
+        help="bring samples to --shape by resizing or by centre pad/crop (keeps mm) (default: resize; pad with "
+        "--shape auto)",
     )
-    q.add_argument("--label-map", default=None, help="label ids to classes, e.g. '1-7:1' or '1-5:1,6-10:2,*:0'")
+    q.add_argument(
+        "--label-map",
+        default=None,
+        help="label ids to classes, e.g. '1-7:1' or '1-5:1,6-10:2,*:0'; the class 'ignore' (e.g. '6-9:ignore') "
+        "leaves those voxels out of the loss and the metrics",
+    )
+    q.add_argument(
+        "--ignore-above-labels",
+        action="store_true",
+        help="ignore every row above the top labelled one (axis 0, superior): for lists that label only the lowest "
+        "structures (e.g. L1-L5 with T12 unlabelled above)",
+    )
     q.add_argument(
         "--classes", type=names, default=None, help="class names, background first, e.g. background,vertebra"
     )
@@ -107,10 +145,30 @@ def _add_augmentation_flags(a: argparse._ArgumentGroup) -> None:
     add_dataclass_flags(a, AugmentConfig)
 
 
+def _shape(text: str) -> tuple[int, ...] | str:
+    """--shape: whole numbers, or 'auto' for the planner."""
+    return "auto" if text.strip().lower() == "auto" else ints(text)
+
+
+def _plan(args: argparse.Namespace) -> Plan | None:
+    """The planner's choice for --shape auto (headers of the list's images only); None for a given shape. The
+    plan's fit applies unless --fit was given."""
+    if args.shape != "auto":
+        args.fit = args.fit or "resize"
+        return None
+    from spine_keras.planner import plan_list
+
+    spacing = tuple(float(v) for v in args.spacing) if args.spacing and len(args.spacing) == 3 else None
+    plan = plan_list(args.list, args.mode, args.axis, spacing, args.memory_budget, args.skip_bad)
+    args.fit = args.fit or plan.fit
+    return plan
+
+
 def config_from_args(args: argparse.Namespace) -> CubeConfig:
     """Turn parsed flags into the build's settings (validated)."""
     from spine_keras.cube.build import CubeConfig
 
+    plan = _plan(args)
     _check_flag_combinations(args)
     try:
         augment = dataclass_from_flags(AugmentConfig, args)
@@ -120,7 +178,7 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
         list_path=args.list,
         output=args.output,
         preprocess=_preprocess_config(args),
-        sampling=_sampling_config(args),
+        sampling=_sampling_config(args, plan),
         label_map=args.label_map,
         class_names=args.classes,
         augment=augment,
@@ -129,6 +187,7 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
         workers=args.workers,
         skip_bad=args.skip_bad,
         force=args.force,
+        plan=plan,
     )
 
 
@@ -158,21 +217,29 @@ def _preprocess_config(args: argparse.Namespace):
         normalization=args.normalization,
         percentiles=tuple(float(v) for v in args.percentiles),
         crop_roi_mm=args.crop_roi,
+        auto_crop_mm=args.auto_crop,
         fit=args.fit,
+        ignore_above_labels=args.ignore_above_labels,
     )
 
 
-def _sampling_config(args: argparse.Namespace):
-    """The SamplingConfig the flags describe (default shape by mode)."""
+def _sampling_config(args: argparse.Namespace, plan: Plan | None):
+    """The SamplingConfig the flags describe (default shape by mode; the plan's shape and stride with --shape auto,
+    a given --stride winning)."""
     from spine_keras.prepare import SamplingConfig
 
+    if plan is not None:
+        shape, stride = plan.shape, args.stride or plan.stride
+    else:
+        shape, stride = args.shape or ((256, 256) if args.mode == "2d" else (64, 128, 128)), args.stride
     return SamplingConfig(
         mode=args.mode,
         axis=args.axis,
-        shape=args.shape or ((256, 256) if args.mode == "2d" else (64, 128, 128)),
+        shape=shape,
         min_foreground=args.min_foreground,
-        stride=args.stride,
+        stride=stride,
         background_keep=args.background_keep,
+        context=args.context,
     )
 
 
@@ -184,6 +251,8 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = config_from_args(args)
+    if config.plan is not None:
+        print(config.plan.summary(), file=sys.stderr)
     from spine_keras.cube.build import build_cube
 
     signal.signal(signal.SIGTERM, _terminate)  # a killed build removes its temporary file too

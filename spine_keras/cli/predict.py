@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spine_keras.choices import FORMATS
+from spine_keras.choices import FORMATS, TTA_MODES
 from spine_keras.cli import (
     EXIT_USER_ERROR,
     CliParser,
@@ -58,7 +58,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=in_range(int, 1, 4096), default=4, help="windows or slices per model call (default 4)"
     )
-    p.add_argument("--tta", action="store_true", help="average over all flips of the spatial axes")
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="train",
+        default=None,
+        choices=TTA_MODES,
+        help="test-time augmentation: average over the flips the model saw in training ('train', the value of a "
+        "bare --tta; refused if it saw none) or over every flip of every spatial axis ('all'); put it after the "
+        "INPUTs or write --tta=all",
+    )
+    p.add_argument(
+        "--postprocess",
+        default="none",
+        metavar="none|largest|min-size:ML",
+        help="clean the label map: keep each class's largest connected component, or remove components smaller "
+        "than ML millilitres (default none)",
+    )
     p.add_argument("--probabilities", action="store_true", help="also write per-class probability maps (_prob)")
     p.add_argument("--format", choices=sorted(FORMATS), default=None, help="output format (default: the input's)")
     p.add_argument(
@@ -84,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         probabilities=args.probabilities,
         format=args.format,
         label_map=args.label_map,
+        postprocess=args.postprocess,
     )
     segmenter = load_segmenter(args.model, tta=args.tta, trust=args.trust_model)
     report = predict_inputs(segmenter, args.inputs, args.label, options)

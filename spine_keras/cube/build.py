@@ -31,6 +31,7 @@ from spine_keras.cube.store import CUBE_FORMAT, CubeWriter, remove_stale_temps, 
 from spine_keras.destinations import check_file, disk_errors, writer_lock
 from spine_keras.errors import CaseError, UserError
 from spine_keras.io import ListEntry, parse_list
+from spine_keras.planner import Plan
 from spine_keras.preprocess import LabelMap, PreprocessConfig
 
 MAX_WORKERS = 256
@@ -56,6 +57,7 @@ class CubeConfig:
     workers: int = 0  # 0 = all cores
     skip_bad: bool = False
     force: bool = False
+    plan: Plan | None = None  # what `--shape auto` derived the sample shape from (None: the shape was given)
 
     def __post_init__(self) -> None:
         for flag, value, high in (
@@ -72,6 +74,10 @@ class CubeConfig:
         data["preprocess"] = self.preprocess.to_dict()
         data["sampling"] = self.sampling.to_dict()
         data["augment"] = self.augment.to_dict()
+        if self.plan is None:
+            del data["plan"]  # a cube built without the planner keeps the exact settings JSON it always had
+        else:
+            data["plan"] = self.plan.to_dict()
         return data
 
 
@@ -318,7 +324,7 @@ def _write_samples(
     handle: h5py.File, config: CubeConfig, jobs: list[CaseJob], n_entries: int, skips: _SkipLog, progress: bool
 ) -> tuple[int, int]:
     """Stream each case's samples into `handle` in list order; returns (samples written, largest label seen)."""
-    writer = CubeWriter(handle, config.sampling.shape)
+    writer = CubeWriter(handle, config.sampling.shape, config.sampling.channels)
     workers = min(config.workers or os.cpu_count() or 1, max(1, len(jobs)))
     max_label = 0
     bar = tqdm(total=n_entries, unit="case", desc="cases", disable=not progress, initial=len(skips.records))

@@ -15,7 +15,7 @@ from spine_keras.cube.store import DATASETS, read_attrs
 from spine_keras.errors import UserError
 from spine_keras.io import one_line
 from spine_keras.prepare import SamplingConfig
-from spine_keras.preprocess import PreprocessConfig
+from spine_keras.preprocess import IGNORE, PreprocessConfig
 
 BLOCK = 64  # samples read at a time: memory stays bounded whatever the cube's size
 
@@ -31,6 +31,7 @@ class CubeReport:
     originals: int = 0
     per_case: dict[str, int] = dataclasses.field(default_factory=dict)
     class_voxels: list[int] = dataclasses.field(default_factory=list)
+    ignored_voxels: int = 0  # label voxels holding IGNORE: left out of the loss and the metrics
     intensity: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
@@ -59,6 +60,9 @@ class CubeReport:
             f"{names[i] if i < len(names) else i} {100 * v / total:.2f}%" for i, v in enumerate(self.class_voxels)
         )
         lines.append(f"  class voxel frequency: {freqs}")
+        if self.ignored_voxels:
+            share = 100 * self.ignored_voxels / (sum(self.class_voxels) + self.ignored_voxels)
+            lines.append(f"  ignored voxels (id {IGNORE}): {self.ignored_voxels} ({share:.2f}% of all label voxels)")
         if self.intensity:
             i = self.intensity
             lines.append(
@@ -86,8 +90,10 @@ def _layout_problems(handle: h5py.File, attrs: dict[str, Any]) -> list[str]:
         problems.append(f"images are {images.dtype}, expected float32")
     if labels.dtype != np.uint8:
         problems.append(f"labels are {labels.dtype}, expected uint8")
-    if images.ndim != rank + 2 or images.shape[-1] != 1:
-        problems.append(f"images have shape {images.shape}, expected (N, {rank} spatial sides, 1)")
+    sampling = attrs.get("sampling") if isinstance(attrs.get("sampling"), dict) else {}
+    channels = 2 * int(sampling.get("context") or 0) + 1  # 2.5D cubes: neighbouring slices as channels
+    if images.ndim != rank + 2 or images.shape[-1] != channels:
+        problems.append(f"images have shape {images.shape}, expected (N, {rank} spatial sides, {channels})")
     if labels.ndim != rank + 1 or labels.shape[1:] != images.shape[1:-1]:
         problems.append(f"labels have shape {labels.shape}, not matching images {images.shape}")
     if h5py.check_string_dtype(handle["case_ids"].dtype) is None:
@@ -161,13 +167,16 @@ def _scan(handle: h5py.File, attrs: dict[str, Any], report: CubeReport) -> None:
     report.samples, report.originals = n, int(np.count_nonzero(augmented == 0))
     report.per_case = dict(collections.Counter(case_ids.tolist()))
     counts, bad_values, intensity = _stream_statistics(images, labels)
-    bad_labels = int(counts[n_classes:].sum())
+    report.ignored_voxels = int(counts[IGNORE]) if n_classes <= IGNORE else 0
+    out_of_range = counts[n_classes:].copy()
+    if n_classes <= IGNORE:
+        out_of_range[IGNORE - n_classes] = 0
     if bad_values:
         report.problems.append(f"{bad_values} image values are NaN or infinite")
-    if bad_labels:
+    if out_of_range.any():
         report.problems.append(
-            f"{bad_labels} label voxels hold ids >= n_classes ({n_classes}): "
-            f"{np.nonzero(counts[n_classes:])[0] + n_classes}"
+            f"{int(out_of_range.sum())} label voxels hold ids >= n_classes ({n_classes}) other than the ignore id "
+            f"{IGNORE}: {np.nonzero(out_of_range)[0] + n_classes}"
         )
     if n == 0:
         report.problems.append("the cube holds no samples")
@@ -206,8 +215,8 @@ def montage(
 ) -> Path:
     """Draw random original samples with their label overlaid, each beside up to `copies` augmented copies.
 
-    Each class has its fixed colour (`outputs.class_colour`) and a legend names the cube's classes; `title`
-    replaces the default one (the cube's file name).
+    Each class has its fixed colour (`outputs.class_colour`), ignored voxels are grey, and a legend names the
+    cube's classes; `title` replaces the default one (the cube's file name).
     """
     plt = outputs.pyplot()
     png = Path(png)
@@ -219,23 +228,26 @@ def montage(
         originals = np.nonzero(augmented == 0)[0]
         chosen = np.sort(np.random.default_rng(seed).choice(originals, size=min(rows, len(originals)), replace=False))
         cols = 1 + min(copies, int(augmented.max(initial=0)))
+        ignored = False
         fig, axes = plt.subplots(len(chosen), cols, figsize=(2.6 * cols, 2.6 * len(chosen) + 0.7), squeeze=False)
         for row, index in enumerate(chosen):
             same = np.nonzero((case_ids == case_ids[index]) & (positions == positions[index]))[0]
             for col, sample in enumerate(same[:cols]):
-                image, label = handle["images"][sample][..., 0], handle["labels"][sample]
+                image, label = handle["images"][sample], handle["labels"][sample]
+                image = image[..., image.shape[-1] // 2]  # the centre slice of a 2.5D sample
                 if image.ndim == 3:  # 3D: show the middle slice of the last axis
                     image, label = image[..., image.shape[-1] // 2], label[..., label.shape[-1] // 2]
                 ax = axes[row, col]
                 ax.imshow(image, cmap="gray")
                 ax.imshow(outputs.label_overlay(label), interpolation="nearest")
+                ignored = ignored or bool(np.any(label == IGNORE))
                 aug = f" aug {augmented[sample]}" if augmented[sample] else ""
                 ax.set_title(f"{case_ids[sample]} #{positions[sample]}{aug}", fontsize=7)
             for ax in axes[row]:
                 ax.axis("off")
         fig.suptitle(title or f"{Path(path).name}: originals and augmented copies", fontsize=9)
         names = attrs.get("class_names") or [f"class_{i}" for i in range(int(attrs["n_classes"]))]
-        outputs.add_class_legend(fig, list(names))
+        outputs.add_class_legend(fig, list(names), ignored=ignored)
         fig.tight_layout(rect=(0, 0.25 / fig.get_figheight(), 1, 1))
         outputs.save_figure(fig, png, dpi=80)
     return png

@@ -14,10 +14,10 @@ import numpy as np
 from spine_keras import augment, grid
 from spine_keras.errors import CaseError
 from spine_keras.io import ListEntry, Volume, read_volume
-from spine_keras.prepare import Prepared, SamplingConfig, fit_label, fit_sample, prepare, stack_samples
-from spine_keras.preprocess import LabelMap, PreprocessConfig, fit_shape, roi_slices
+from spine_keras.prepare import Prepared, SamplingConfig, fit_label, fit_sample, prepare, stack_inputs, stack_samples
+from spine_keras.preprocess import IGNORE, LabelMap, PreprocessConfig, fit_shape, ignore_above_labels, roi_slices
 
-__all__ = ["CaseJob", "CaseSamples", "SamplingConfig", "load_case", "process_case"]
+__all__ = ["CaseJob", "CaseSamples", "SamplingConfig", "augment_channels", "load_case", "process_case"]
 
 
 @dataclasses.dataclass
@@ -25,7 +25,7 @@ class CaseSamples:
     """The samples of one case, ready to append to the cube."""
 
     case_id: str
-    images: np.ndarray  # (n, *shape) float32
+    images: np.ndarray  # (n, *shape, channels) float32
     labels: np.ndarray  # (n, *shape) uint8
     augmented: np.ndarray  # (n,) int16
     positions: np.ndarray  # (n,) int32
@@ -72,11 +72,18 @@ def load_case(entry: ListEntry) -> tuple[Volume, Volume]:
 
 
 def remap_label(job: CaseJob, label: Volume) -> np.ndarray:
-    """The label volume as class ids through the job's label map, errors naming the list line and file."""
+    """The label volume as class ids through the job's label map, errors naming the list line and file; with
+    `ignore_above_labels`, IGNORE above the top labelled row (before resampling, which carries it along)."""
     try:
-        return job.label_map.apply(label.array, job.n_classes)
+        classes = job.label_map.apply(label.array, job.n_classes)
     except CaseError as exc:
         raise CaseError(f"{job.entry.source}: label '{job.entry.label}': {exc}") from exc
+    return ignore_above_labels(classes) if job.preprocess.ignore_above_labels else classes
+
+
+def labelled(label: np.ndarray) -> np.ndarray:
+    """Where `label` holds a class other than background (IGNORE is not a class)."""
+    return (label > 0) & (label != IGNORE)
 
 
 def crop_to_roi(case: Prepared, margin_mm: float | None) -> Prepared:
@@ -90,12 +97,13 @@ def crop_to_roi(case: Prepared, margin_mm: float | None) -> Prepared:
 def cut_samples(
     case: Prepared, sampling: SamplingConfig, rng: np.random.Generator
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(position, image, label) of every candidate sample at its native size: slices, the volume, or 3D patches."""
+    """(position, image, label) of every candidate sample at its native size: slices, the volume, or 3D patches;
+    images carry a trailing channel axis (2.5D neighbours, or one channel), labels are the centre slice's."""
     assert case.label is not None
     if sampling.windowed:
         yield from _patches(case, sampling, rng)
         return
-    images, labels = stack_samples(case.image, sampling), stack_samples(case.label, sampling)
+    images, labels = stack_inputs(case.image, sampling), stack_samples(case.label, sampling)
     for position in range(images.shape[0]):
         yield position, images[position], labels[position]
 
@@ -110,8 +118,8 @@ def _patches(case: Prepared, sampling: SamplingConfig, rng: np.random.Generator)
     for number, corner in enumerate(grid.corners(grown, sampling.shape, sampling.stride)):
         window = grid.box(corner, sampling.shape)
         patch_label = label[window]
-        if patch_label.any() or rng.random() < sampling.background_keep:
-            yield number, image[window], patch_label
+        if labelled(patch_label).any() or rng.random() < sampling.background_keep:
+            yield number, image[window][..., None], patch_label
 
 
 def fitted_samples(job: CaseJob, case: Prepared, rng: np.random.Generator) -> tuple[list, list, list]:
@@ -119,7 +127,7 @@ def fitted_samples(job: CaseJob, case: Prepared, rng: np.random.Generator) -> tu
     sampling, shape = job.sampling, job.sampling.shape
     images, labels, positions = [], [], []
     for position, image, label in cut_samples(case, sampling, rng):
-        if sampling.min_foreground > 0 and np.count_nonzero(label) / label.size < sampling.min_foreground:
+        if sampling.min_foreground > 0 and np.count_nonzero(labelled(label)) / label.size < sampling.min_foreground:
             continue
         images.append(fit_sample(image, shape, job.preprocess, case.fill))
         labels.append(fit_label(label, shape, job.preprocess))
@@ -136,11 +144,32 @@ def augmented_copies(job: CaseJob, images: list, labels: list, rng: np.random.Ge
     for copy in range(1, job.copies + 1):
         for i in range(originals):
             params = augment.sample_params(job.augment, job.sampling.shape, rng)
-            image, label = augment.apply(images[i], labels[i], params)
+            image, label = apply_channels(images[i], labels[i], params)
             images.append(image)
             labels.append(label)
             copies.append((i, copy))
     return copies
+
+
+def apply_channels(
+    image: np.ndarray, label: np.ndarray, params: augment.AugmentParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """`augment.apply` for an image (*shape, channels): every channel (2.5D neighbours) gets the same transform,
+    the label is transformed once."""
+    if image.shape[-1] == 1:
+        return augment.apply(image, label, params)
+    out, out_label = augment.apply(image[..., 0], label, params)
+    rest = [augment.apply(image[..., c], None, params)[0] for c in range(1, image.shape[-1])]
+    return np.stack([out, *rest], axis=-1), out_label
+
+
+def augment_channels(
+    image: np.ndarray, label: np.ndarray, config: augment.AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """`augment.augment` (draw, then apply) for an image (*shape, channels) and its label (*shape)."""
+    if image.shape[-1] == 1:
+        return augment.augment(image, label, config, rng)
+    return apply_channels(image, label, augment.sample_params(config, label.shape, rng))
 
 
 def process_case(job: CaseJob) -> CaseSamples:
@@ -151,15 +180,17 @@ def process_case(job: CaseJob) -> CaseSamples:
         case = prepare(image, job.preprocess, classes)
     except CaseError as exc:
         raise CaseError(f"{job.entry.source}: image '{job.entry.image}': {exc}") from exc
-    max_label = int(case.label.max(initial=0))
+    max_label = int(case.label.max(initial=0, where=case.label != IGNORE))
     case = crop_to_roi(case, job.preprocess.crop_roi_mm)
     rng = np.random.default_rng([job.seed, job.index])
     images, labels, positions = fitted_samples(job, case, rng)
     copies = augmented_copies(job, images, labels, rng)
-    shape = job.sampling.shape
+    shape, channels = job.sampling.shape, job.sampling.channels
     return CaseSamples(
         case_id=job.entry.case_id,
-        images=np.stack(images).astype(np.float32, copy=False) if images else np.zeros((0, *shape), np.float32),
+        images=np.stack(images).astype(np.float32, copy=False)
+        if images
+        else np.zeros((0, *shape, channels), np.float32),
         labels=np.stack(labels).astype(np.uint8, copy=False) if labels else np.zeros((0, *shape), np.uint8),
         augmented=np.array([c for _, c in copies], np.int16),
         positions=np.array([positions[i] for i, _ in copies], np.int32),

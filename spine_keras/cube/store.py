@@ -1,8 +1,9 @@
 """The cube's HDF5 layout: writing samples one chunk each, atomically, and reading the attributes back.
 
-Datasets: `images` float32 (N,H,W,1) or (N,D,H,W,1); `labels` uint8 (N,H,W) or (N,D,H,W); `case_ids` (N,)
-UTF-8 strings; `augmented` (N,) int16 copy index (0 = original); `positions` (N,) int32 slice index or patch
-number within the case. Scalar attributes are native HDF5; structured ones (lists, dicts) are JSON strings.
+Datasets: `images` float32 (N,H,W,C) or (N,D,H,W,C), C = 1 except 2D samples with neighbouring slices (2.5D);
+`labels` uint8 (N,H,W) or (N,D,H,W); `case_ids` (N,) UTF-8 strings; `augmented` (N,) int16 copy index
+(0 = original); `positions` (N,) int32 slice index or patch number within the case. Scalar attributes are
+native HDF5; structured ones (lists, dicts) are JSON strings.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from spine_keras import __version__
 from spine_keras.destinations import process_alive
 from spine_keras.errors import UserError
 from spine_keras.io import one_line
-from spine_keras.preprocess import PreprocessConfig
+from spine_keras.preprocess import IGNORE, PreprocessConfig
 
 CUBE_FORMAT = "spine_keras.cube/1"
 DATASETS = ("images", "labels", "case_ids", "augmented", "positions")
@@ -40,16 +41,17 @@ COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 class CubeWriter:
     """Appends samples to an open HDF5 file, one compressed chunk per sample, growing as it goes."""
 
-    def __init__(self, handle: h5py.File, sample_shape: tuple[int, ...]):
+    def __init__(self, handle: h5py.File, sample_shape: tuple[int, ...], channels: int = 1):
         self.handle = handle
         self.sample_shape = tuple(sample_shape)
+        self.channels = channels
         self.count = 0
         handle.create_dataset(
             "images",
-            shape=(0, *sample_shape, 1),
-            maxshape=(None, *sample_shape, 1),
+            shape=(0, *sample_shape, channels),
+            maxshape=(None, *sample_shape, channels),
             dtype=np.float32,
-            chunks=(1, *sample_shape, 1),
+            chunks=(1, *sample_shape, channels),
             **COMPRESSION,
         )
         handle.create_dataset(
@@ -69,14 +71,15 @@ class CubeWriter:
     def append(
         self, images: np.ndarray, labels: np.ndarray, case_id: str, augmented: np.ndarray, positions: np.ndarray
     ) -> None:
-        """Append a batch of samples of one case: images (n, *shape) float32, labels (n, *shape) uint8."""
+        """Append a batch of samples of one case: images (n, *shape[, channels]) float32, labels (n, *shape) uint8."""
         n = int(images.shape[0])
         if n == 0:
             return
         start, stop = self.count, self.count + n
         for name in DATASETS:
             self.handle[name].resize((stop,) + self.handle[name].shape[1:])
-        self.handle["images"][start:stop] = images.reshape((n, *self.sample_shape, 1)).astype(np.float32, copy=False)
+        shaped = images.reshape((n, *self.sample_shape, self.channels))
+        self.handle["images"][start:stop] = shaped.astype(np.float32, copy=False)
         self.handle["labels"][start:stop] = labels.astype(np.uint8, copy=False)
         self.handle["case_ids"][start:stop] = [case_id] * n
         self.handle["augmented"][start:stop] = augmented
@@ -155,17 +158,19 @@ def write_cube_arrays(
 ) -> Path:
     """Write a small cube from in-memory arrays (tests, notebooks); the builder streams instead.
 
-    `images` may omit the trailing channel axis. Attributes default from the arrays: mode from the rank,
+    `images` may omit the trailing channel axis (one channel). Attributes default from the arrays: mode from the rank,
     n_classes from the largest label, generic class names.
     """
     path = Path(path)
     labels = np.asarray(labels, dtype=np.uint8)
-    images = np.asarray(images, dtype=np.float32).reshape(labels.shape + (1,))
+    images = np.asarray(images, dtype=np.float32)
+    images = images if images.ndim == labels.ndim + 1 else images.reshape(labels.shape + (1,))
     n = labels.shape[0]
-    n_classes = int(attrs.pop("n_classes", int(labels.max()) + 1 if labels.size else 2))
+    top = int(labels.max(initial=0, where=labels != IGNORE)) if labels.size else 1  # IGNORE is not a class
+    n_classes = int(attrs.pop("n_classes", top + 1))
     cube_attrs = {**_default_attrs(labels, n_classes), **attrs}
     with h5py.File(path, "w") as handle:
-        writer = CubeWriter(handle, labels.shape[1:])
+        writer = CubeWriter(handle, labels.shape[1:], images.shape[-1])
         aug = np.zeros(n, np.int16) if augmented is None else np.asarray(augmented, np.int16)
         for case in dict.fromkeys(case_ids):
             index = np.array([i for i, c in enumerate(case_ids) if c == case])

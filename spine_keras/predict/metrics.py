@@ -42,7 +42,7 @@ def case_scores(
     case_id: str, predicted: np.ndarray, truth: np.ndarray, n_classes: int, spacing: Sequence[float] | None = None
 ) -> CaseScores:
     """Dice = 2|P∩T|/(|P|+|T|) and IoU = |P∩T|/|P∪T| for every class id in 0..n_classes-1, with HD95 and ASSD
-    in mm for voxels of `spacing` (None: 1 mm)."""
+    in mm for voxels of `spacing` (None: 1 mm). Voxels whose truth is the ignore id (255) count in none of them."""
     from spine_keras.metrics import confusion_matrix
     from spine_keras.surface import surface_metrics  # scipy: only once there is a score
 

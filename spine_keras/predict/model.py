@@ -1,10 +1,10 @@
 """Load a trained model for prediction: run folder, k-fold run, `.keras` file, exported SavedModel or export folder.
 
 Every form becomes a `Segmenter`: the typed `ModelBundle` plus a function from a float32 batch to class
-probabilities, with optional flip test-time augmentation and fold ensembling. Everything that needs no TensorFlow
-is checked first (the metadata of every fold, the SHA-256 of every exported file); the models themselves load on
-first use, a SavedModel only once its ops passed the allow-list of `spine_keras.predict.graph_check`, a `.keras`
-file in Keras' safe mode.
+probabilities, with optional flip test-time augmentation (over the flips seen in training, or all) and fold
+ensembling. Everything that needs no TensorFlow is checked first (the metadata of every fold, the SHA-256 of every
+exported file, the TTA mode); the models themselves load on first use, a SavedModel only once its ops passed the
+allow-list of `spine_keras.predict.graph_check`, a `.keras` file in Keras' safe mode.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from spine_keras.bundle import (
     verify_file,
     verify_folder,
 )
+from spine_keras.choices import TTA_MODES
 from spine_keras.errors import UserError
 
 BatchFn = Callable[[np.ndarray], np.ndarray]
@@ -124,13 +125,45 @@ def _resolve(path: Path) -> list[tuple[str, Path, Path]]:
     raise UserError(f"no model in '{path}': expected {', '.join(RUN_MODEL_FILES)}, saved_model.pb or fold_* folders")
 
 
+def tta_axes(bundle: ModelBundle, tta: str | None) -> tuple[int, ...]:
+    """The sample axes whose flips test-time augmentation averages over: none without `tta`, every spatial axis for
+    'all', for 'train' the axes the model saw flipped in training (the bundle's `train_flips`); UserError when
+    'train' has no flips to average over."""
+    if tta is None:
+        return ()
+    if tta not in TTA_MODES:
+        raise UserError(f"--tta takes {' or '.join(TTA_MODES)}, not '{tta}'")
+    if tta == "all":
+        return tuple(range(bundle.rank))
+    if bundle.train_flips is None:
+        raise UserError(
+            "--tta: the model's metadata does not record which flips it was trained with (trained before they were "
+            "recorded); pass --tta all to average over every flip anyway"
+        )
+    if not bundle.train_flips:
+        raise UserError(
+            "--tta: the model saw no flipped samples in training, so flipping at prediction shows it images it "
+            "never learned; pass --tta all to average over every flip anyway"
+        )
+    return bundle.train_flips
+
+
 @dataclasses.dataclass
 class Segmenter:
-    """A loaded model (or fold ensemble) with its bundle; `predict(batch)` gives class probabilities."""
+    """A loaded model (or fold ensemble) with its bundle; `predict(batch)` gives class probabilities.
+
+    `tta`: None (no test-time augmentation), 'train' (average over the flips seen in training) or 'all' (over
+    every flip of every spatial axis); checked on construction, before any model loads.
+    """
 
     bundle: ModelBundle
     fns: list[BatchFn]
-    tta: bool = False
+    tta: str | None = None
+    flips: list[tuple[int, ...]] = dataclasses.field(init=False, repr=False)  # sample axes of each TTA pass
+
+    def __post_init__(self) -> None:
+        axes = tta_axes(self.bundle, self.tta)
+        self.flips = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
     def load(self) -> None:
         """Load every model now (they otherwise load on first use)."""
@@ -142,17 +175,17 @@ class Segmenter:
         return sum(fn(batch) for fn in self.fns) / len(self.fns)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Mean class probabilities over the folds, and over all spatial flips when `tta` is on."""
+        """Mean class probabilities over the folds, and over every combination of the `tta` flips (each flip undone
+        on the output before averaging)."""
         batch = np.asarray(batch, np.float32)
-        if not self.tta:
+        if len(self.flips) == 1:
             return self._once(batch)
-        axes = range(1, self.bundle.rank + 1)
-        flips = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
         total = np.zeros(batch.shape[:-1] + (self.bundle.n_classes,), np.float32)
-        for flip in flips:
-            out = self._once(np.flip(batch, flip) if flip else batch)
-            total += np.flip(out, flip) if flip else out
-        return total / len(flips)
+        for flip in self.flips:
+            batch_axes = tuple(a + 1 for a in flip)  # sample axis a is batch axis a + 1
+            out = self._once(np.flip(batch, batch_axes) if flip else batch)
+            total += np.flip(out, batch_axes) if flip else out
+        return total / len(self.flips)
 
 
 def check_folds(bundles: list[ModelBundle], files: list[Path], where: Path) -> None:
@@ -167,10 +200,10 @@ def check_folds(bundles: list[ModelBundle], files: list[Path], where: Path) -> N
             )
 
 
-def load_segmenter(model_path: Path | str, tta: bool = False, trust: bool = False) -> Segmenter:
+def load_segmenter(model_path: Path | str, tta: str | None = None, trust: bool = False) -> Segmenter:
     """MODEL as given on the command line: its metadata read and the folds compared, the exported files checked
-    against their recorded hashes; the models load on first use (see the module docstring; `trust` skips the
-    SavedModel op allow-list and lets a SavedModel without recorded hashes through)."""
+    against their recorded hashes; the models load on first use (see the module docstring; `tta` as `Segmenter`
+    takes it; `trust` skips the SavedModel op allow-list and lets a SavedModel without recorded hashes through)."""
     path = Path(model_path)
     found = _resolve(path)
     bundles = [read_bundle(meta_path) for _, _, meta_path in found]

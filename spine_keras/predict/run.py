@@ -31,9 +31,10 @@ from spine_keras.io import (
 )
 from spine_keras.predict.metrics import CaseScores, case_scores, format_table, write_scores_csv
 from spine_keras.predict.model import Segmenter
+from spine_keras.predict.postprocess import Postprocess
 from spine_keras.predict.volume import Prediction, predict_prepared, prepare_volume
 from spine_keras.prepare import Prepared
-from spine_keras.preprocess import LabelMap
+from spine_keras.preprocess import LabelMap, ignore_above_labels
 
 METRICS_CSV = "metrics.csv"
 DISK_FULL_TEXT = "No space left on device"  # how SimpleITK's writers report a full disk (a RuntimeError)
@@ -50,9 +51,11 @@ class PredictOptions:
     probabilities: bool = False
     format: str | None = None  # a FORMATS key; None keeps each input's format
     label_map: str | None = None  # maps the ground truth's ids to classes instead of the model's own label map
+    postprocess: str = "none"  # none, largest or min-size:ML (see spine_keras.predict.postprocess)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        self.postprocess = str(Postprocess.parse(self.postprocess))
         if not 0.0 <= self.overlap < 1.0:
             raise UserError(f"--overlap must lie in [0, 1), got {self.overlap}")
         if self.batch_size < 1:
@@ -143,7 +146,7 @@ def _where(job: Job) -> str:
 
 def read_truth(job: Job, image: Volume, bundle: ModelBundle, truth_map: LabelMap | None = None) -> np.ndarray:
     """The ground truth as class ids (through `truth_map`, by default the bundle's label map), on the image's
-    grid."""
+    grid; above its top labelled row IGNORE (not scored) when the model was trained so (`ignore_above_labels`)."""
     assert job.label is not None
     label = read_volume(job.label, job.source or None)
     if label.shape != image.shape or label.channels != 1:
@@ -153,9 +156,10 @@ def read_truth(job: Job, image: Volume, bundle: ModelBundle, truth_map: LabelMap
         )
     try:
         truth_map = truth_map if truth_map is not None else bundle.truth_map()
-        return truth_map.apply(label.array, bundle.n_classes)
+        truth = truth_map.apply(label.array, bundle.n_classes)
     except CaseError as exc:
         raise CaseError(f"{_where(job)}label '{job.label}': {exc}") from exc
+    return ignore_above_labels(truth) if bundle.preprocess.ignore_above_labels else truth
 
 
 def output_path(out_dir: Path, job: Job, kind: str, fmt: str | None) -> Path:
@@ -239,7 +243,13 @@ def run_case(
 ) -> tuple[list[Path], CaseScores | None]:
     """Predict one read job and write its outputs (making the output folder if needed); returns (files, scores)."""
     prediction = predict_prepared(
-        given.case, given.image, segmenter, options.overlap, options.batch_size, options.probabilities
+        given.case,
+        given.image,
+        segmenter,
+        options.overlap,
+        options.batch_size,
+        options.probabilities,
+        options.postprocess,
     )
     options.out_dir.mkdir(exist_ok=True)
     files = write_case(job, prediction, options, written)

@@ -1,8 +1,9 @@
 """One volume -> class probabilities and label map in the input's own geometry.
 
 The volume goes through the cube builder's own preparation (`spine_keras.prepare`: resample to the recorded spacing,
-whole-volume normalization, 2D slices along the recorded axis or the 3D volume, fit to the input shape; no ROI crop),
-the model runs, and each step is inverted: fit, then spacing (nearest neighbour for labels).
+the label-free body crop if recorded, normalization, 2D slices along the recorded axis or the 3D volume, fit to the
+input shape; never the label-based ROI crop), the model runs, and each step is inverted: fit, crop (background
+outside the box), then spacing (nearest neighbour for labels). Optional post-processing cleans the final label map.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from spine_keras.bundle import ModelBundle
 from spine_keras.errors import CaseError
 from spine_keras.io import Volume
 from spine_keras.predict.model import Segmenter
+from spine_keras.predict.postprocess import Postprocess, postprocess_labels
 from spine_keras.predict.window import sliding_window
-from spine_keras.prepare import Prepared, fit_sample, prepare, stack_samples, unstack_samples
+from spine_keras.prepare import Prepared, fit_sample, prepare, stack_inputs, stack_samples, unstack_samples
 from spine_keras.preprocess import INTERPOLATIONS, fit_shape, resample
 
 LINEAR = INTERPOLATIONS["linear"]
@@ -36,8 +38,9 @@ def check_volume(volume: Volume, bundle: ModelBundle) -> None:
         raise CaseError(
             f"volume has {volume.spatial_ndim} spatial dimensions; the model expects 3D volumes ({bundle.mode} model)"
         )
-    if volume.channels != bundle.channels:
-        raise CaseError(f"volume has {volume.channels} channel(s); the model expects {bundle.channels}")
+    expected = bundle.channels // bundle.sampling.channels  # 2.5D models stack neighbouring slices as channels
+    if volume.channels != expected:
+        raise CaseError(f"volume has {volume.channels} channel(s); the model expects {expected}")
 
 
 def windowed(bundle: ModelBundle) -> bool:
@@ -47,8 +50,8 @@ def windowed(bundle: ModelBundle) -> bool:
 
 def model_inputs(case: Prepared, bundle: ModelBundle) -> np.ndarray:
     """The batch a resize-fitted model sees for a prepared volume: every sample fitted exactly as the cube did."""
-    stack = stack_samples(case.image, bundle.sampling)
-    return np.stack([fit_sample(sample, bundle.window, bundle.preprocess, case.fill) for sample in stack])[..., None]
+    stack = stack_inputs(case.image, bundle.sampling)
+    return np.stack([fit_sample(sample, bundle.window, bundle.preprocess, case.fill) for sample in stack])
 
 
 def _run_resized(case: Prepared, segmenter: Segmenter, batch_size: int) -> np.ndarray:
@@ -66,7 +69,7 @@ def _run_resized(case: Prepared, segmenter: Segmenter, batch_size: int) -> np.nd
 def _run_windowed(case: Prepared, segmenter: Segmenter, overlap: float, batch_size: int) -> np.ndarray:
     """Centre-pad samples smaller than the window (as training did), slide the window, crop the padding off."""
     bundle = segmenter.bundle
-    samples = stack_samples(case.image, bundle.sampling)[..., None]
+    samples = stack_inputs(case.image, bundle.sampling)
     spatial = samples.shape[1:-1]
     grown = tuple(max(n, w) for n, w in zip(spatial, bundle.window))
     if grown != spatial:
@@ -97,26 +100,41 @@ def prepare_volume(volume: Volume, bundle: ModelBundle) -> Prepared:
 
 
 def predict_prepared(
-    case: Prepared, volume: Volume, segmenter: Segmenter, overlap: float, batch_size: int, probabilities: bool
+    case: Prepared,
+    volume: Volume,
+    segmenter: Segmenter,
+    overlap: float,
+    batch_size: int,
+    probabilities: bool,
+    postprocess: Postprocess | str = "none",
 ) -> Prediction:
-    """Run the model over a prepared volume and bring labels (and probabilities) back onto `volume`'s grid."""
+    """Run the model over a prepared volume and bring labels (and probabilities) back onto `volume`'s whole grid
+    (background outside an automatic crop); `postprocess` then cleans the label map (the probabilities are kept)."""
     bundle = segmenter.bundle
     if windowed(bundle):
         stacked = _run_windowed(case, segmenter, overlap, batch_size)
     else:
         stacked = _run_resized(case, segmenter, batch_size)
     model_probs = unstack_samples(stacked, bundle.sampling)
-    labels = _to_input_grid(np.argmax(model_probs, axis=-1).astype(np.uint8), case, volume, 0)
+    labels = case.uncrop(np.argmax(model_probs, axis=-1).astype(np.uint8))  # background outside an auto crop
+    labels = postprocess_labels(_to_input_grid(labels, case, volume, 0), volume.spacing, postprocess)
     label_volume = Volume(labels, volume.spacing, volume.origin, volume.direction.copy())
     if not probabilities:
         return Prediction(label_volume, None)
-    probs = _to_input_grid(model_probs, case, volume, LINEAR).astype(np.float32)
+    background = np.eye(bundle.n_classes, dtype=np.float32)[0]
+    probs = _to_input_grid(case.uncrop(model_probs, background), case, volume, LINEAR).astype(np.float32)
     return Prediction(label_volume, Volume(probs, volume.spacing, volume.origin, volume.direction.copy()))
 
 
 def predict_volume(
-    volume: Volume, segmenter: Segmenter, overlap: float = 0.5, batch_size: int = 4, probabilities: bool = False
+    volume: Volume,
+    segmenter: Segmenter,
+    overlap: float = 0.5,
+    batch_size: int = 4,
+    probabilities: bool = False,
+    postprocess: Postprocess | str = "none",
 ) -> Prediction:
-    """Segment one volume with the bundle's recorded preprocessing; outputs share the input's exact geometry."""
+    """Segment one volume with the bundle's recorded preprocessing; outputs share the input's exact geometry.
+    `postprocess` ('none', 'largest', 'min-size:ML' or a `Postprocess`) cleans the label map."""
     case = prepare_volume(volume, segmenter.bundle)
-    return predict_prepared(case, volume, segmenter, overlap, batch_size, probabilities)
+    return predict_prepared(case, volume, segmenter, overlap, batch_size, probabilities, postprocess)

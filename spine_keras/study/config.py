@@ -26,10 +26,20 @@ LIST_KEYS = ("list", "label_map", "classes")
 VARIANT_KEYS = ("mode", "arch", "shape", "suffix", "train", "cube")
 MODES = ("2d", "3d")
 DEFAULT_SHAPE = {"2d": (256, 256), "3d": (64, 128, 128)}  # the same defaults as spine-make-cube --shape
-PREPROCESS_KEYS = ("spacing", "interpolation", "normalization", "percentiles", "crop_roi_mm", "fit")
-SAMPLING_KEYS = ("axis", "min_foreground", "stride", "background_keep")
+PREPROCESS_KEYS = (
+    "spacing",
+    "interpolation",
+    "normalization",
+    "percentiles",
+    "crop_roi_mm",
+    "fit",
+    "ignore_above_labels",
+)
+SAMPLING_KEYS = ("axis", "min_foreground", "stride", "background_keep", "context")
 # Training settings the study itself decides (the cube it built, the variant's arch, the run folder, the folds).
 STUDY_OWNED_TRAIN = ("cube", "arch", "out", "folds", "fold", "seed", "val_fraction")
+# Training defaults of a study: a fold's validation cases are its test cases, so none of them picks anything.
+HELD_OUT_SAFE = {"keep": "last", "patience": 0, "lr_patience": 0}
 
 
 def _augment_keys() -> tuple[str, ...]:
@@ -126,7 +136,10 @@ class StudyConfig:
             test=test,
             classes=_classes(data["classes"], where),
             cube=_mapping(data.get("cube") or {}, where, "cube"),
-            variants=[_variant(v, i, where) for i, v in enumerate(_sequence(data["variants"], where, "variants"))],
+            variants=[
+                _variant(v, i, where, lists, data.get("cube") or {})
+                for i, v in enumerate(_sequence(data["variants"], where, "variants"))
+            ],
             folds=_integer(data["folds"], where, "folds", 2),
             seed=_integer(data.get("seed", 0), where, "seed", 0),
             train=_mapping(data.get("train") or {}, where, "train"),
@@ -185,9 +198,13 @@ class StudyConfig:
         from spine_keras.models import preset
         from spine_keras.models.config import make_config
 
+        channels = 2 * int(self.cube_settings(variant).get("context") or 0) + 1  # 2.5D: neighbouring slices
         try:
             make_config(
-                variant.arch, (*variant.shape, 1), len(self.classes), settings.model_overrides(preset(variant.arch))
+                variant.arch,
+                (*variant.shape, channels),
+                len(self.classes),
+                settings.model_overrides(preset(variant.arch)),
             )
         except UserError as exc:
             raise UserError(f"{self.where}: variant {variant.name}: {exc}") from exc
@@ -236,13 +253,16 @@ class StudyConfig:
             raise UserError(f"{self.where}: bad cube settings for variant {variant.name}: {exc}") from exc
 
     def train_settings(self, variant: Variant, fold: int, cube: Path, out: Path):
-        """The `TrainSettings` of `variant` on `fold`: the study's `train:` overridden by the variant's."""
+        """The `TrainSettings` of `variant` on `fold`: the study's `train:` overridden by the variant's. A fold is
+        validated on the cases it is then tested on, so nothing may be chosen by that validation unless the study
+        file asks for it: `keep` is `last`, early stopping (`patience`) and the plateau reduction of the learning
+        rate (`lr_patience`) are off unless set."""
         from spine_keras.train.settings import TrainSettings
 
         owned = sorted(set(variant.train) & set(STUDY_OWNED_TRAIN))
         if owned:
             raise UserError(f"{self.where}: variant {variant.name}: train.{owned[0]} is set by the study; remove it")
-        data = {**self.train, **variant.train}
+        data = {**HELD_OUT_SAFE, **self.train, **variant.train}
         data.update(arch=variant.arch, cube=str(cube), out=str(out), folds=self.folds, fold=str(fold), seed=self.seed)
         try:
             return TrainSettings.from_dict(data)
@@ -378,8 +398,20 @@ def _data_list(value: Any, base: Path, where: str, what: str) -> DataList:
     return DataList(Path(os.path.normpath(path)), None if label_map is None else str(label_map), classes)
 
 
-def _variant(value: Any, index: int, where: str) -> Variant:
-    """One `variants:` entry: mode, arch (canonical code), shape (the mode's default when absent), overrides."""
+def _planned(mode: str, cube: dict[str, Any], lists: list[DataList]) -> tuple[tuple[int, ...], dict[str, Any]]:
+    """`shape: auto`: the planner's shape from the training lists' headers, and the plan's fit and 3D stride as cube
+    settings (for the variant's cube unless it sets them)."""
+    from spine_keras.io import parse_list
+    from spine_keras.planner import plan_entries
+
+    entries = [entry for data_list in lists for entry in parse_list(data_list.list)]
+    plan = plan_entries(entries, mode, int(cube.get("axis", 2)), cube.get("spacing"))
+    return plan.shape, {"fit": plan.fit, **({"stride": list(plan.stride)} if plan.stride else {})}
+
+
+def _variant(value: Any, index: int, where: str, lists: list[DataList], study_cube: Any) -> Variant:
+    """One `variants:` entry: mode, arch (canonical code), shape (the mode's default when absent, planned from the
+    training lists for `auto`), overrides."""
     from spine_keras.models.registry import arch_code
 
     what = f"variants[{index}]"
@@ -393,8 +425,13 @@ def _variant(value: Any, index: int, where: str) -> Variant:
     except UserError as exc:
         raise UserError(f"{where}: {what}.arch: {exc}") from exc
     shape = item.get("shape") or DEFAULT_SHAPE[mode]
+    cube = _mapping(item.get("cube") or {}, where, f"{what}.cube")
+    if isinstance(shape, str) and shape.strip().lower() == "auto":
+        merged = {**_mapping(study_cube, where, "cube"), **cube}
+        shape, planned = _planned(mode, merged, lists)
+        cube = {**{k: v for k, v in planned.items() if k not in merged}, **cube}
     if not isinstance(shape, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
-        raise UserError(f"{where}: {what}.shape must be a list of whole numbers, got {shape!r}")
+        raise UserError(f"{where}: {what}.shape must be a list of whole numbers or auto, got {shape!r}")
     suffix = str(item.get("suffix") or "")
     if suffix and not suffix.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"{where}: {what}.suffix must be letters, digits, '-' or '_', got {suffix!r}")
@@ -404,5 +441,5 @@ def _variant(value: Any, index: int, where: str) -> Variant:
         tuple(shape),
         suffix,
         _mapping(item.get("train") or {}, where, f"{what}.train"),
-        _mapping(item.get("cube") or {}, where, f"{what}.cube"),
+        cube,
     )

@@ -79,7 +79,8 @@ def merge_cubes(parts: list[Path], target: Path) -> None:
         config={"sources": [a.get("config") for a in attrs]},
     )
     with disk_errors(target, "cube"), atomic_path(target) as tmp, h5py.File(tmp, "w") as handle:
-        writer = CubeWriter(handle, tuple(merged["sampling"]["shape"]))
+        channels = 2 * int(merged["sampling"].get("context", 0)) + 1  # 2.5D neighbours as channels
+        writer = CubeWriter(handle, tuple(merged["sampling"]["shape"]), channels)
         for part in parts:
             _copy_samples(part, writer)
         write_attrs(handle, merged)
@@ -206,7 +207,7 @@ def predict_case(
     background) against its ground truth mapped with its list's label map; returns the rows and the seconds."""
     from spine_keras.io import read_volume, write_volume
     from spine_keras.predict import predict_volume
-    from spine_keras.preprocess import LabelMap
+    from spine_keras.preprocess import LabelMap, ignore_above_labels
     from spine_keras.surface import surface_metrics
 
     volume = read_volume(entry.image, entry.source)
@@ -220,6 +221,8 @@ def predict_case(
     if truth_volume.shape != volume.shape:
         raise CaseError(f"{entry.source}: label shape {truth_volume.shape} differs from image shape {volume.shape}")
     truth = LabelMap.parse(label_map).apply(truth_volume.array, len(classes))
+    if segmenter.bundle.preprocess.ignore_above_labels:  # not annotated above the top label: not scored there
+        truth = ignore_above_labels(truth)
     scores = surface_metrics(prediction.labels.array, truth, truth_volume.spacing, len(classes))
     order = [*range(1, len(classes)), 0]
     rows = [{"case": entry.case_id, "class": classes[c], **scores[c], "seconds": elapsed} for c in order]

@@ -47,11 +47,18 @@ class ValidationIoU(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Save `best.keras` (and call `on_best`) when `val_miou_nobg` improves; NaN never beats a number."""
+    """Save `best.keras`, the run's model (and call `on_best`), when `val_miou_nobg` improves (NaN never beats a
+    number), or after every epoch with `keep="last"`, so that it then holds the last epoch."""
 
-    def __init__(self, folder: Path, on_best: Callable[[int, dict[str, Any]], None], monitor: str = MONITOR):
+    def __init__(
+        self,
+        folder: Path,
+        on_best: Callable[[int, dict[str, Any]], None],
+        monitor: str = MONITOR,
+        keep: str = "best",
+    ):
         super().__init__()
-        self.folder, self.on_best, self.monitor = Path(folder), on_best, monitor
+        self.folder, self.on_best, self.monitor, self.keep = Path(folder), on_best, monitor, keep
         self.best = -math.inf
         self.best_epoch = -1
         self.improved = False
@@ -60,7 +67,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         """Checkpoint on improvement."""
         value = float((logs or {}).get(self.monitor, math.nan))
         score = -math.inf if math.isnan(value) else value
-        self.improved = self.best_epoch < 0 or score > self.best
+        self.improved = self.keep == "last" or self.best_epoch < 0 or score > self.best
         if self.improved:
             self.best, self.best_epoch = score, epoch
             save_model(self.model, self.folder / "best.keras")
@@ -88,7 +95,7 @@ class EpochSummary(keras.callbacks.Callback):
             f"val_loss {logs.get('val_loss', math.nan):.4f} | IoU {logs.get('val_miou', math.nan):.4f} "
             f"(no bg {logs.get('val_miou_nobg', math.nan):.4f}) | {per_class} | "
             f"lr {logs.get('learning_rate', math.nan):.3g} | {time.perf_counter() - self.started:.1f} s"
-            f"{' | best' if self.best.improved else ''}"
+            f"{' | best' if self.best.improved and self.best.keep == 'best' else ''}"
         )
 
 

@@ -34,6 +34,7 @@ from spine_keras.train.callbacks import (
 from spine_keras.train.loop import TrainingDiverged, fit, make_evaluator
 from spine_keras.train.preflight import cube_identity
 from spine_keras.train.reports import plot_history, write_class_table
+from spine_keras.train.schedule import WarmupDecay, learning_rate, plateau_warmup
 from spine_keras.train.settings import TrainSettings
 from spine_keras.train.step import Steps
 
@@ -76,20 +77,25 @@ class Context:
         return min(len(split.train) // self.global_batch, self.settings.steps_per_epoch or len(split.train))
 
 
-def make_optimizer(name: str, lr: float) -> keras.optimizers.Optimizer:
-    """A Keras optimizer from its preset name (adam, rmsprop, adadelta, ...) and learning rate."""
+def make_optimizer(name: str, lr: float | WarmupDecay) -> keras.optimizers.Optimizer:
+    """A Keras optimizer from its preset name (adam, rmsprop, adadelta, ...) and learning rate (or schedule)."""
     return keras.optimizers.get({"class_name": OPTIMIZER_CLASSES[name.lower()], "config": {"learning_rate": lr}})
 
 
 def job_config(ctx: Context, arch: str, split: Split) -> dict[str, Any]:
     """config.json of one bundle: every setting, the preset, model and optimizer, split, strategy, cube, versions."""
     settings, arch_preset = ctx.settings, preset(arch)
+    rate = learning_rate(settings, base_lr(ctx, arch), ctx.steps_per_epoch(split))
     return {
         "settings": settings.to_dict(),
         "arch": arch,
         "preset": arch_preset,
         "model_config": model_config(ctx, arch),
-        "optimizer": {"name": settings.optimizer or arch_preset["optimizer"], "lr": settings.lr or arch_preset["lr"]},
+        "optimizer": {
+            "name": settings.optimizer or arch_preset["optimizer"],
+            "lr": base_lr(ctx, arch),
+            "schedule": rate.get_config() if isinstance(rate, WarmupDecay) else settings.lr_schedule,
+        },
         "split": split.to_dict(),
         "online_augment": ctx.augment.to_dict() if ctx.augment else None,
         "strategy": {
@@ -108,6 +114,11 @@ def job_config(ctx: Context, arch: str, split: Split) -> dict[str, Any]:
         "versions": versions(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def base_lr(ctx: Context, arch: str) -> float:
+    """The learning rate of `arch`: the setting, else its preset's (the peak of a schedule)."""
+    return ctx.settings.lr or preset(arch)["lr"]
 
 
 def model_config(ctx: Context, arch: str) -> dict[str, Any]:
@@ -147,7 +158,22 @@ def _metadata(ctx: Context, arch: str, split: Split, metrics: dict[str, Any]) ->
         preset=preset(arch),
         provenance=provenance,
         metrics=metrics,
+        train_flips=train_flips(ctx),
     )
+
+
+def train_flips(ctx: Context) -> tuple[int, ...]:
+    """The sample axes the model saw flipped in training (the cube's augmented copies, the online augmentation):
+    what prediction's `--tta` averages over. An augmentation without `flip_axes` flips the last axis."""
+    rank = len(ctx.cube.input_shape) - 1
+    offline = ctx.cube.attrs.get("augment") or {}
+    settings = ([offline] if offline.get("copies") else []) + ([ctx.augment.to_dict()] if ctx.augment else [])
+    axes = set()
+    for config in settings:
+        if float(config.get("flip_prob") or 0) > 0:
+            chosen = config.get("flip_axes")
+            axes.update(int(a) % rank for a in ([rank - 1] if chosen is None else chosen))
+    return tuple(sorted(axes))
 
 
 @functools.lru_cache(maxsize=8)
@@ -156,14 +182,16 @@ def _cube_sha256(path: Path) -> str:
     return file_sha256(path)
 
 
-def _build(ctx: Context, arch: str, folder: Path, state: dict[str, Any] | None) -> keras.Model:
-    """The compiled model (optimizer attached, so .keras files carry its state), restored when resuming."""
+def _build(ctx: Context, arch: str, split: Split, folder: Path, state: dict[str, Any] | None) -> keras.Model:
+    """The compiled model (optimizer and its learning-rate schedule attached, so .keras files carry their state),
+    restored when resuming."""
     config = model_config(ctx, arch)
+    rate = learning_rate(ctx.settings, base_lr(ctx, arch), ctx.steps_per_epoch(split))
     optimizer = ctx.settings.optimizer or preset(arch)["optimizer"]
     keras.utils.set_random_seed(ctx.settings.seed)  # same --seed, same initial weights and dropout masks
     with ctx.strategy.scope():
         model = build_model(config.pop("arch"), config.pop("input_shape"), config.pop("n_classes"), **config)
-        model.compile(optimizer=make_optimizer(optimizer, ctx.settings.lr or preset(arch)["lr"]))
+        model.compile(optimizer=make_optimizer(optimizer, rate))
         if state is not None:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(folder / "last.keras")
@@ -183,7 +211,7 @@ def train_job(ctx: Context, arch: str, split: Split, folder: Path, write_folder:
     with disk_errors(write_folder, "the run folder"):
         write_folder.mkdir(parents=True, exist_ok=True)
         write_json(job_config(ctx, arch, split), write_folder / "config.json")
-        model = _build(ctx, arch, folder, state)
+        model = _build(ctx, arch, split, folder, state)
         reader = CubeReader(ctx.cube.path, ctx.augment, ctx.settings.seed)
         callbacks = _fit(ctx, arch, split, model, reader, state, write_folder)
         return _finish(ctx, arch, split, folder, write_folder, callbacks, int(state["epoch"]) if state else 0)
@@ -200,7 +228,15 @@ def _fit(
 ) -> _JobCallbacks:
     """Make the steps, datasets and callbacks, then run the epochs; returns the callbacks for `_finish`."""
     settings = ctx.settings
-    loss = make_loss(settings.loss, len(model.outputs), settings.dice_background, settings.dice_smooth)
+    loss = make_loss(
+        settings.loss,
+        len(model.outputs),
+        settings.dice_background,
+        settings.dice_smooth,
+        batch_dice=settings.dice_batch,
+        ce_weight=settings.ce_weight,
+        dice_weight=settings.dice_weight,
+    )
     steps = Steps(ctx.strategy, model, loss, ctx.global_batch, ctx.cube.n_classes, settings.jit)
     n_steps, initial_epoch = ctx.steps_per_epoch(split), int(state["epoch"]) if state else 0
     train_iter, val_iter = _datasets(ctx, reader, split, n_steps, initial_epoch)
@@ -266,13 +302,16 @@ def _callbacks(
     evaluator: Callable[[], tuple[np.ndarray, float]],
     write_folder: Path,
 ) -> _JobCallbacks:
-    """Validation, best checkpoint (bundle metadata and class table), logs, plateau callbacks and the run state."""
+    """Validation, the kept checkpoint (bundle metadata and class table), logs, plateau callbacks (and the plateau
+    schedule's warm-up) and the run state."""
     settings, names = ctx.settings, ctx.cube.class_names
     validation = ValidationIoU(evaluator, names)
-    best = BestCheckpoint(write_folder, _on_best(ctx, arch, split, validation, write_folder))
+    best = BestCheckpoint(write_folder, _on_best(ctx, arch, split, validation, write_folder), keep=settings.keep)
     stateful = _stateful_callbacks(settings)
+    warmup = plateau_warmup(settings, base_lr(ctx, arch), ctx.steps_per_epoch(split))
     run_state = RunState(write_folder, best, stateful, {"split": split.to_dict()})
     callbacks = [keras.callbacks.ProgbarLogger()] if ctx.verbose else []
+    callbacks += [warmup] if warmup else []
     callbacks += [
         validation,
         best,
@@ -296,11 +335,11 @@ def _callbacks(
 def _on_best(
     ctx: Context, arch: str, split: Split, validation: ValidationIoU, write_folder: Path
 ) -> Callable[[int, dict[str, Any]], None]:
-    """What a new best epoch writes: the bundle metadata with its metrics, and the per-class IoU/Dice table."""
-    title = f"{arch} {split.name}: validation IoU and Dice at the best epoch"
+    """What a kept epoch writes: the bundle metadata with its metrics, and the per-class IoU/Dice table."""
+    title = f"{arch} {split.name}: validation IoU and Dice at the {ctx.settings.keep} epoch"
 
     def on_best(epoch: int, logs: dict[str, Any]) -> None:
-        _metadata(ctx, arch, split, best_metrics(epoch, logs)).write(write_folder)
+        _metadata(ctx, arch, split, best_metrics(epoch, logs, ctx.settings.keep)).write(write_folder)
         write_class_table(validation.confusion, ctx.cube.class_names, write_folder, title)
 
     return on_best
@@ -348,7 +387,8 @@ def _finish(
 
 
 def _stateful_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callback]:
-    """Early stopping and learning-rate reduction on a `val_miou_nobg` plateau (0 patience = off)."""
+    """Early stopping and, with the plateau schedule, learning-rate reduction on a `val_miou_nobg` plateau
+    (0 patience = off); the other schedules own the rate, so they get no reduction."""
     found: list[keras.callbacks.Callback] = []
     if settings.patience:
         found.append(
@@ -356,7 +396,7 @@ def _stateful_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callbac
                 MONITOR, min_delta=settings.min_delta, patience=settings.patience, mode="max", verbose=settings.verbose
             )
         )
-    if settings.lr_patience:
+    if settings.lr_patience and settings.lr_schedule == "plateau":
         found.append(
             keras.callbacks.ReduceLROnPlateau(
                 MONITOR,
@@ -371,6 +411,8 @@ def _stateful_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callbac
     return found
 
 
-def best_metrics(epoch: int, logs: dict[str, Any]) -> dict[str, Any]:
-    """The validation values of the best epoch, as stored in the bundle metadata."""
-    return {"epoch": epoch + 1, "monitor": MONITOR, **{k: float(v) for k, v in logs.items() if k.startswith("val_")}}
+def best_metrics(epoch: int, logs: dict[str, Any], keep: str = "best") -> dict[str, Any]:
+    """The validation values of the kept epoch (the best on `monitor`, or the last), as stored in the bundle
+    metadata."""
+    values = {k: float(v) for k, v in logs.items() if k.startswith("val_")}
+    return {"epoch": epoch + 1, "monitor": MONITOR, "keep": keep, **values}

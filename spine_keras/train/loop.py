@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from spine_keras.errors import UserError
+from spine_keras.train.schedule import applied_learning_rate
 from spine_keras.train.step import Steps
 
 
@@ -52,7 +53,8 @@ def fit(
     """Train epochs [initial_epoch, epochs) of `steps_per_epoch` global steps; returns the last epoch's logs.
 
     A NaN or infinite loss, or a non-finite weight at an epoch's end, raises `TrainingDiverged` before the epoch's
-    callbacks run, so no checkpoint ever holds such weights."""
+    callbacks run, so no checkpoint ever holds such weights. The logged `learning_rate` is the rate of the epoch's
+    last step."""
     model.stop_training = False
     callbacks.on_train_begin()
     on_begin()
@@ -68,10 +70,7 @@ def fit(
             total += loss
             callbacks.on_train_batch_end(step, {"loss": total / (step + 1)})
         check_weights(model, epoch)
-        logs = {
-            "loss": total / (step + 1),
-            "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
-        }
+        logs = {"loss": total / (step + 1), "learning_rate": applied_learning_rate(model.optimizer)}
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

@@ -1,7 +1,8 @@
 """Everything `spine-train` checks before it writes a file or imports TensorFlow.
 
 `plan_run` validates the run folder, the cube (`check_cube`: layout, dtypes and attributes always; with the full
-check also every value: NaN or infinite intensities, label ids >= n_classes, unreadable chunks), each arch against
+check also every value: NaN or infinite intensities, label ids >= n_classes other than the ignore id 255 (which
+training leaves out of the loss and the metrics), unreadable chunks), each arch against
 the cube's sample shape, the splits and the batch size, and for `--resume` the run folder itself: its config.json,
 each job's state.json, last.keras and spine_keras.json, and that the cube still has the classes, sample shape and
 mode the run started with. A refused run leaves the disk exactly as it was.

@@ -11,13 +11,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spine_keras.choices import ACTIVATIONS, LOSSES, NORMALIZATIONS, OPTIMIZERS, STRATEGIES, UPSAMPLINGS
+from spine_keras.choices import (
+    ACTIVATIONS,
+    KEEPS,
+    LOSSES,
+    LR_SCHEDULES,
+    NORMALIZATIONS,
+    OPTIMIZERS,
+    STRATEGIES,
+    UPSAMPLINGS,
+)
 from spine_keras.errors import UserError
 
 DEFAULT_BATCH = {"2d": 8, "3d": 2}
 CUBE_CHECKS = ("full", "quick")  # spine-train --check-cube: read every value before training, or the layout only
 MONITOR = "val_miou_nobg"  # the validation value that picks the best epoch (early stopping, checkpoints)
-FLOATS = ("lr", "dropout", "dice_smooth", "val_fraction", "min_delta", "lr_factor", "min_lr")
+FLOATS = (
+    "lr",
+    "dropout",
+    "dice_smooth",
+    "ce_weight",
+    "dice_weight",
+    "val_fraction",
+    "min_delta",
+    "lr_factor",
+    "min_lr",
+)
 # integer settings and their lowest value (None allowed where the default is None)
 INTS = {
     "epochs": 1,
@@ -29,14 +48,17 @@ INTS = {
     "seed": 0,
     "patience": 0,
     "lr_patience": 0,
+    "warmup_epochs": 0,
     "verbose": 0,
 }
-BOOLS = ("deep_supervision", "dice_background", "online_augment", "mixed_precision", "jit")
+BOOLS = ("deep_supervision", "dice_background", "dice_batch", "online_augment", "mixed_precision", "jit")
 CHOICES = (
     ("loss", LOSSES),
     ("strategy", STRATEGIES),
     ("normalization", NORMALIZATIONS),
     ("upsampling", UPSAMPLINGS),
+    ("lr_schedule", LR_SCHEDULES),
+    ("keep", KEEPS),
 )
 GROUPS = {  # metadata "group" -> title of its section in `spine-train --help` ("" = the command's own flags)
     "": "",
@@ -128,6 +150,11 @@ class TrainSettings:
     loss: str = setting("ce+dice", "cross-entropy, Dice or their sum", "loss", choices=LOSSES)
     dice_background: bool = setting(False, "include the background class in the Dice loss", "loss")
     dice_smooth: float = setting(1.0, "Dice smoothing term", "loss")
+    dice_batch: bool = setting(
+        False, "Dice over the whole batch (each sample gets the batch's value) instead of per sample", "loss"
+    )
+    ce_weight: float = setting(1.0, "weight of the cross-entropy term", "loss")
+    dice_weight: float = setting(1.0, "weight of the Dice term", "loss")
     epochs: int = setting(100, "most epochs to train", "schedule")
     batch_size: int | None = setting(None, "per replica", "schedule", shown="8 for 2D, 2 for 3D")
     steps_per_epoch: int | None = setting(None, "cap on global steps per epoch", "schedule", shown="one pass")
@@ -149,6 +176,17 @@ class TrainSettings:
     )
     lr_factor: float = setting(0.5, "learning-rate reduction factor", "schedule")
     min_lr: float = setting(1e-6, "floor of the learning-rate reduction", "schedule")
+    lr_schedule: str = setting(
+        "plateau",
+        "learning rate over the steps: reduced on a val_miou_nobg plateau (--lr-patience, --lr-factor, --min-lr; "
+        "plateau only), constant, or cosine or poly ((1 - t/T)^0.9) decay to 0 at the last step",
+        "schedule",
+        choices=LR_SCHEDULES,
+    )
+    warmup_epochs: int = setting(0, "epochs of linear warm-up from lr/10 to lr, step by step", "schedule")
+    keep: str = setting(
+        "best", "the model a run keeps: the best epoch on val_miou_nobg, or the last epoch", "schedule", choices=KEEPS
+    )
     verbose: int = 1
 
     def __post_init__(self) -> None:
@@ -184,6 +222,8 @@ class TrainSettings:
             ("min_delta", self.min_delta >= 0, ">= 0"),
             ("lr_factor", 0 < self.lr_factor < 1, "in (0, 1)"),
             ("min_lr", self.min_lr >= 0, ">= 0"),
+            ("warmup_epochs", self.warmup_epochs < self.epochs, f"below epochs ({self.epochs})"),
+            *self._weight_checks(),
             ("folds", self.folds is None or self.folds >= 2, "at least 2 (or not given, for one split)"),
             ("fold", self.fold == "all" or self.fold.isdigit(), "a fold index or 'all'"),
             (
@@ -191,6 +231,17 @@ class TrainSettings:
                 self.fold == "all" or not self.fold.isdigit() or int(self.fold) < (self.folds or 0),
                 "'all' or an index below folds (with folds given)",
             ),
+        ]
+
+    def _weight_checks(self) -> list[tuple[str, bool, str]]:
+        """Loss weights are >= 0, and the terms the loss uses do not all weigh 0 (the loss would be 0)."""
+        used = {"ce": ("ce_weight",), "dice": ("dice_weight",), "ce+dice": ("ce_weight", "dice_weight")}[self.loss]
+        zero = all(getattr(self, name) == 0 for name in used)
+        other = f" when {used[1]} is 0" if len(used) == 2 else ""
+        return [
+            ("ce_weight", self.ce_weight >= 0, ">= 0"),
+            ("dice_weight", self.dice_weight >= 0, ">= 0"),
+            (used[0], not zero, f"> 0{other} (with loss {self.loss} the loss would be 0)"),
         ]
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+"""Settings of the iterative vertebra network: geometry, network size, sampling, loss and training, as one typed
+dataclass written into every run folder and export (`instances.json`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from spine_keras.errors import UserError
+
+
+@dataclasses.dataclass
+class InstanceConfig:
+    """What the network sees and how it learns. Sizes are in isotropic voxels of `spacing_mm`."""
+
+    spacing_mm: float = 2.0  # isotropic resampling before the network
+    patch: tuple[int, int, int] = (48, 48, 48)  # patch shape; must hold a whole vertebra; divisible by 2**depth
+    filters: int = 8  # channels of the first level, doubled per level
+    depth: int = 3  # poolings in the U-Net
+    empty_fraction: float = 0.25  # share of training patches whose target is empty
+    jitter: float = 0.2  # random shift of a patch from its vertebra's centre, as a fraction of the patch
+    weight_gamma: float = 8.0  # boundary weighting: 1 + gamma * exp(-d^2 / sigma^2), d = distance to the surface
+    weight_sigma_mm: float = 6.0
+    batch: int = 2
+    steps: int = 50  # steps per epoch
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    seed: int = 0
+    threshold: float = 0.5  # mask probability that counts as vertebra
+    min_ml: float = 2.0  # the smallest vertebra (ml) the traversal accepts
+    max_vertebrae: int = 30
+
+    def __post_init__(self) -> None:
+        self.patch = tuple(int(p) for p in self.patch)
+        if len(self.patch) != 3 or any(p % 2**self.depth or p <= 0 for p in self.patch):
+            multiple = 2**self.depth
+            raise UserError(
+                f"--patch {self.patch}: give three sizes, each a positive multiple of 2**depth = {multiple}"
+            )
+        checks = {
+            "--spacing-mm": self.spacing_mm > 0 and math.isfinite(self.spacing_mm),
+            "--filters": self.filters >= 1,
+            "--depth": 1 <= self.depth <= 5,
+            "--empty-fraction": 0.0 <= self.empty_fraction < 1.0,
+            "--jitter": 0.0 <= self.jitter <= 0.5,
+            "--batch": self.batch >= 1,
+            "--steps": self.steps >= 1,
+            "--epochs": self.epochs >= 1,
+            "--learning-rate": 0 < self.learning_rate < 1,
+            "--threshold": 0 < self.threshold < 1,
+            "--min-ml": self.min_ml >= 0 and math.isfinite(self.min_ml),
+        }
+        bad = [flag for flag, ok in checks.items() if not ok]
+        if bad:
+            raise UserError(f"{bad[0]} is out of range; see spine-instances train --help")
+
+    @property
+    def min_voxels(self) -> int:
+        """`min_ml` in isotropic voxels."""
+        return max(1, int(round(self.min_ml * 1000.0 / self.spacing_mm**3)))
+
+    def traversal(self) -> dict:
+        """The settings `reference.traverse` reads."""
+        return {"threshold": self.threshold, "min_voxels": self.min_voxels, "max_vertebrae": self.max_vertebrae}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"patch": list(self.patch)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InstanceConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k == "patch" else v) for k, v in data.items() if k in names})

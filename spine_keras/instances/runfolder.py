@@ -1,0 +1,57 @@
+"""A spine-instances run folder: `model.keras` (the network) and `instances.json` (everything the traversal needs:
+isotropic spacing, patch, thresholds, levels and anchor, the level scheme; plus the settings, cases and history).
+No TensorFlow here, so commands check a run folder before TensorFlow starts."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+from pathlib import Path
+
+from spine_keras.errors import UserError
+from spine_keras.instances.config import InstanceConfig
+from spine_keras.io import atomic_path
+from spine_keras.levels import LEVEL_IDS
+
+MODEL_NAME = "model.keras"
+METADATA_NAME = "instances.json"
+FORMAT = "spine_keras.instances/1"
+
+
+def run_metadata(config: InstanceConfig, levels: list[str], anchor: str, case_ids: list[str], history: dict) -> dict:
+    """What a run folder and an export record beside the network: everything the traversal needs, and provenance."""
+    return {
+        "format": FORMAT,
+        "spacing_mm": config.spacing_mm,
+        "patch": list(config.patch),
+        "traversal": config.traversal(),
+        "levels": list(levels),
+        "anchor": anchor,
+        "level_scheme": dict(LEVEL_IDS),
+        "config": config.to_dict(),
+        "cases": list(case_ids),
+        "history": history,
+        "versions": {name: version(name) for name in ("tensorflow", "keras", "numpy", "SimpleITK")},
+    }
+
+
+def write_run(folder: Path, model, metadata: dict) -> Path:
+    """Write `model.keras` and `instances.json` into `folder` (created), each atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / MODEL_NAME) as tmp:
+        model.save(tmp)
+    with atomic_path(folder / METADATA_NAME) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return folder
+
+
+def read_metadata(folder: Path) -> dict:
+    """The `instances.json` of a run or export folder (UserError when missing or unreadable)."""
+    path = folder / METADATA_NAME
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"'{folder}' is no spine-instances run: cannot read {path.name} ({exc})") from exc
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise UserError(f"'{path}' is not a spine-instances metadata file (format spine_keras.instances/1)")
+    return metadata
