@@ -211,6 +211,11 @@ def _check_consistent(bundle: ModelBundle) -> None:
         raise ValueError(f"field 'input_shape' {list(bundle.input_shape)} disagrees with 'sampling.shape'")
     if bundle.n_classes < 2:
         raise ValueError("field 'class_names' needs at least two names, background first")
+    if bundle.channels % bundle.sampling.channels:
+        raise ValueError(
+            f"field 'input_shape' has {bundle.channels} channel(s), not a multiple of the "
+            f"{bundle.sampling.channels} slices of 'sampling.context' {bundle.sampling.context}"
+        )
     flips = bundle.train_flips
     if flips is not None and (list(flips) != sorted(set(flips)) or not all(0 <= a < rank for a in flips)):
         raise ValueError(f"field 'train_flips' {list(flips)} needs distinct sample axes in [0, {rank}), ascending")

@@ -175,6 +175,7 @@ def plan_entries(
     skip_bad: bool = False,
 ) -> Plan:
     """The plan for a list's images; with `skip_bad`, images whose header cannot be read are left out."""
+    budget_voxels(budget_gb)  # a bad budget is refused in 2D too, where the plan only records it
     geometries = []
     for entry in entries:
         if skip_bad and not entry.image.is_file():

@@ -108,7 +108,21 @@ class LabelMap:
             if high_i < low_i:
                 raise UserError(f"--label-map: range '{part.strip()}' runs backwards")
             rules.append((low_i, high_i, target_id))
-        return cls(spec.strip(), rules, default)
+        mapping = cls(spec.strip(), rules, default)
+        mapping._check_unambiguous(spec.count("*"))
+        return mapping
+
+    def _check_unambiguous(self, stars: int) -> None:
+        """UserError for an id given two rules, more than one `*` rule, or a map that leaves no class but
+        background (a cube of one class cannot be trained)."""
+        if stars > 1:
+            raise UserError(f"--label-map '{self.spec}' has {stars} '*' rules; keep one")
+        ordered = sorted(self.rules)
+        for (_, high, _), (low, _, _) in zip(ordered, ordered[1:]):
+            if low <= high:
+                raise UserError(f"--label-map '{self.spec}' maps id {low} twice; give each id one rule")
+        if self.n_classes is not None and self.n_classes < 2:
+            raise UserError(f"--label-map '{self.spec}' maps no id to a class above 0; map the structures to 1, 2, ...")
 
     @property
     def identity(self) -> bool:

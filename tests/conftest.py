@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 
 from spine_keras.bundle import ModelBundle  # noqa: E402
 from spine_keras.io import Volume, write_volume  # noqa: E402
+from spine_keras.phantom import make_phantom  # noqa: E402
 from spine_keras.prepare import SamplingConfig  # noqa: E402
 from spine_keras.preprocess import PreprocessConfig  # noqa: E402
 
@@ -247,3 +248,53 @@ def processes_with(token: str) -> list[int]:
 def refusal(tmp_path: Path) -> Refusal:
     """A `Refusal` runner working in this test's own folder."""
     return Refusal(tmp_path)
+
+
+INSTANCE_GEOMETRY = {"spacing": (1.0, 1.0, 1.0), "origin": (4.0, -2.0, 1.0), "direction": np.eye(3)}
+INSTANCE_SHAPE = (96, 64, 40)
+INSTANCE_SEEDS = (2, 3)  # two phantoms with three vertebrae each: L3, L4, L5
+
+
+def write_instance_masks(folder: Path) -> Path:
+    """Per phantom: its semantic label as the 'mask' (vertebra = 1), its per-vertebra ids (scrambled) as the truth,
+    and its image."""
+    lines = []
+    for seed in INSTANCE_SEEDS:
+        _, semantic = make_phantom(seed, INSTANCE_SHAPE)
+        image, ids = make_phantom(seed, INSTANCE_SHAPE, vertebra_ids=True)
+        assert ids.max() == 3
+        scrambled = np.array([0, 3, 1, 2], np.uint8)[ids]  # ids out of anatomical order, as in VB2
+        for name, array in (("mask", semantic), ("label", scrambled), ("image", image)):
+            write_volume(Volume(array, **INSTANCE_GEOMETRY), folder / f"p{seed}_{name}.nrrd")
+        lines.append(f"p{seed}_mask.nrrd,p{seed}_label.nrrd")
+    path = folder / "masks.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def instance_masks() -> Callable[[Path], Path]:
+    """`instance_masks(folder)`: two phantom mask/label/image triples (L3-L5) and their `mask,label` list."""
+    return write_instance_masks
+
+
+def write_hand_set_instance_run(folder: Path) -> Path:
+    """A run folder whose network is set by hand: mask = bright voxels not in memory, completeness from the mean."""
+    from spine_keras.instances.config import InstanceConfig
+    from spine_keras.instances.runfolder import run_metadata, write_run
+
+    config = InstanceConfig(spacing_mm=2.0, patch=(24, 32, 24), min_ml=2.0)
+    inputs = keras.Input((*config.patch, 2), name="patch")
+    mask = keras.layers.Conv3D(1, 1, activation="sigmoid", name="mask")(inputs)
+    pooled = keras.layers.GlobalAveragePooling3D()(inputs)
+    complete = keras.layers.Dense(1, activation="sigmoid", name="complete")(pooled)
+    model = keras.Model(inputs, {"mask": mask, "complete": complete})
+    model.get_layer("mask").set_weights([np.array([10.0, -40.0]).reshape(1, 1, 1, 2, 1), np.array([-5.0])])
+    model.get_layer("complete").set_weights([np.array([[1.0], [-1.0]]), np.array([0.5])])
+    return write_run(folder, model, run_metadata(config, ["L3", "L4", "L5"], "bottom", [], {}))
+
+
+@pytest.fixture(scope="session")
+def hand_set_instance_run() -> Callable[[Path], Path]:
+    """`hand_set_instance_run(folder)`: a spine-instances run folder whose network is set by hand."""
+    return write_hand_set_instance_run

@@ -234,6 +234,12 @@ def list_not_utf8(folder: Path) -> None:
     listing(folder, "a_image.nrrd,a_label.nrrd", prefix=b"\xff\xfe\xe9")
 
 
+def unreadable_image(folder: Path) -> None:
+    """A one-case list whose image is text, not a volume."""
+    good_list(folder)
+    (folder / "a_image.nrrd").write_text("not a volume")
+
+
 def nothing(folder: Path) -> None:
     """No files at all."""
 
@@ -461,6 +467,106 @@ CASES = [
     make_cube("crop-roi-nan", r"argument --crop-roi: nan is out of range", "--fit", "pad", "--crop-roi", "nan"),
     make_cube("rotation-beyond-180", r"rotation must be in \[0, 180\], got 500", "--augment", "1", "--rotation", "500"),
     make_cube("zoom-zero", r"zoom must satisfy 0 < low", "--augment", "1", "--zoom", "0,1"),
+    # issue 11 flags: 2.5D context, the planner, the body crop, the ignore label, the MRI augmentations
+    make_cube("context-negative", r"argument --context: -1 is out of range: must be in \[0, 16\]", "--context", "-1"),
+    make_cube("context-beyond-limit", r"argument --context: 1000 is out of range", "--context", "1000"),
+    make_cube(
+        "context-in-3d",
+        r"--context .* applies only to --mode 2d",
+        *("--context", "2", "--mode", "3d", "--shape", "16,16,16"),
+    ),
+    make_cube(
+        "shape-auto-empty-list",
+        r"list file 'list.txt' has no 'image,label' lines",
+        "--shape",
+        "auto",
+        setup=lambda folder: listing(folder, "# nothing"),
+    ),
+    make_cube(
+        "shape-auto-unreadable",
+        r"cannot read the header of .*a_image.nrrd' to plan the shape",
+        "--shape",
+        "auto",
+        setup=unreadable_image,
+    ),
+    make_cube(
+        "shape-auto-nothing-readable",
+        r"no volume of the list has a readable header",
+        "--shape",
+        "auto",
+        "--skip-bad",
+        setup=unreadable_image,
+    ),
+    make_cube(
+        "shape-auto-output-exists", r"cube 'cube.h5' already exists", "--shape", "auto", setup=file_named("cube.h5")
+    ),
+    make_cube(
+        "memory-budget-zero",
+        r"--memory-budget must be a positive number of GB",
+        "--shape",
+        "auto",
+        "--memory-budget",
+        "0",
+    ),
+    make_cube("memory-budget-nan", r"argument --memory-budget: nan is out of range", "--memory-budget", "nan"),
+    make_cube("memory-budget-negative", r"argument --memory-budget: -1 is out of range", "--memory-budget", "-1"),
+    make_cube(
+        "memory-budget-too-small",
+        r"--memory-budget 1e-09 GB cannot hold even a 16\^3 patch",
+        "--mode",
+        "3d",
+        "--shape",
+        "auto",
+        "--memory-budget",
+        "1e-9",
+    ),
+    make_cube("auto-crop-nan", r"argument --auto-crop: nan is out of range", "--auto-crop", "nan"),
+    make_cube("auto-crop-negative", r"argument --auto-crop: -5 is out of range", "--auto-crop", "-5"),
+    make_cube("auto-crop-inf", r"argument --auto-crop: inf is out of range", "--auto-crop", "inf"),
+    make_cube(
+        "auto-crop-and-crop-roi",
+        r"--auto-crop and --crop-roi both crop the volume; choose one",
+        "--auto-crop",
+        "5",
+        "--crop-roi",
+        "5",
+        "--fit",
+        "pad",
+    ),
+    make_cube("label-map-id-twice", r"--label-map '1:ignore,1:2' maps id 1 twice", "--label-map", "1:ignore,1:2"),
+    make_cube("label-map-overlapping", r"maps id 3 twice", "--label-map", "1-5:1,3:2"),
+    make_cube("label-map-two-stars", r"has 2 '\*' rules; keep one", "--label-map", "*:0,*:1"),
+    make_cube("label-map-all-ignored", r"'\*:ignore' maps no id to a class above 0", "--label-map", "*:ignore"),
+    make_cube("gamma-reversed", r"gamma must satisfy 0 < low <= high, got 2,1", "--augment", "1", "--gamma", "2,1"),
+    make_cube(
+        "elastic-alpha-nan",
+        r"elastic_alpha must satisfy 0 <= low <= high, got nan,1",
+        "--augment",
+        "1",
+        "--elastic-alpha",
+        "nan,1",
+    ),
+    make_cube(
+        "bias-order-fraction", r"bias_order must be a whole number, got 2.5", "--augment", "1", "--bias-order", "2.5"
+    ),
+    make_cube("bias-order-inf", r"bias_order must be in \[0, 6\], got inf", "--augment", "1", "--bias-order", "inf"),
+    make_cube(
+        "lowres-factor-below-one",
+        r"lowres_factor must satisfy 1 <= low <= high, got 0.5,1",
+        "--augment",
+        "1",
+        "--lowres-factor",
+        "0.5,1",
+    ),
+    make_cube(
+        "lowres-axes-absent", r"lowres_axes \(2,\) out of range for 2D samples", "--augment", "1", "--lowres-axes", "2"
+    ),
+    make_cube(
+        "flip-axes-absent", r"flip_axes \(5,\) out of range for 2D samples", "--augment", "1", "--flip-axes", "5"
+    ),
+    make_cube(
+        "bool-flag-word", r"argument --lowres-one-axis: 'maybe' is not true or false", "--lowres-one-axis", "maybe"
+    ),
     check_cube("rows-zero", r"argument --rows: 0 is out of range: must be in \[1, 64\]", "c.h5", "--rows", "0"),
     check_cube("rows-absurd", r"argument --rows: 100000 is out of range", "c.h5", "--rows", "100000"),
     check_cube("montage-seed-negative", r"argument --seed: -1 is out of range: must be >= 0", "c.h5", "--seed", "-1"),

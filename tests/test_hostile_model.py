@@ -1,5 +1,5 @@
-"""Hostile inputs to spine-predict, spine-export and spine-models: each is refused cleanly (exit 2, one `error:`
-line naming what is wrong, no traceback, nothing left behind), most of them before TensorFlow is imported.
+"""Hostile inputs to spine-predict, spine-export, spine-models and spine-instances: each is refused cleanly (exit 2,
+one `error:` line naming what is wrong, no traceback, nothing left behind), most of them before TensorFlow is imported.
 
 Classes of issue #9 covered here: 1 non-finite inputs, 3 output paths, 4 full disk, 7 flags, 8 untrusted model
 files (SavedModel op allow-list, exported-file hashes, safe mode), 9 edited metadata.
@@ -94,6 +94,13 @@ def nrrd_with_spacing(case: Case, spacing: str) -> Path:
     )
     path.write_bytes(header.encode() + np.ones(48, np.float32).tobytes())
     return path
+
+
+def folds_flipped_differently(case: Case) -> None:
+    """Two folds of one run, the first trained with flips of axis 1, the second without flips."""
+    for fold, flips in enumerate(([1], [])):
+        case.copy(RUN, f"ens/fold_{fold}")
+        case.edit_json(f"ens/fold_{fold}/spine_keras.json", lambda data, flips=flips: data.update(train_flips=flips))
 
 
 # (id, setup(case), args, expected message regex)
@@ -279,6 +286,36 @@ PREDICT = [
         [f"{EXPORT}/saved_model", "scan.nrrd", "--trust-model"],
         r"variables.index' differs from the file exported",
     ),
+    ("postprocess-text", lambda c: c.copy(RUN), [RUN, "scan.nrrd", "--postprocess", "min-size:abc"], r"min-size:ML"),
+    ("postprocess-negative", lambda c: c.copy(RUN), [RUN, "scan.nrrd", "--postprocess", "min-size:-1"], r">= 0"),
+    ("postprocess-nan", lambda c: c.copy(RUN), [RUN, "scan.nrrd", "--postprocess", "min-size:nan"], r"not nan"),
+    ("postprocess-bogus", lambda c: c.copy(RUN), [RUN, "scan.nrrd", "--postprocess", "bogus"], r"not 'bogus'"),
+    ("tta-unknown", lambda c: c.copy(RUN), [RUN, "scan.nrrd", "--tta=some"], r"argument --tta: invalid choice"),
+    ("tta-flips-unrecorded", lambda c: c.copy(RUN), [RUN, "scan.nrrd", "--tta"], r"does not record which flips"),
+    (
+        "tta-without-training-flips",
+        lambda c: (c.copy(RUN), c.edit_json(f"{RUN}/spine_keras.json", lambda d: d.update(train_flips=[]))),
+        [RUN, "scan.nrrd", "--tta"],
+        r"--tta: the model saw no flipped samples in training.*--tta all",
+    ),
+    (
+        "tta-folds-flipped-differently",
+        folds_flipped_differently,
+        ["ens", "scan.nrrd", "--tta"],
+        r"the folds of 'ens' were trained with different flips; pass --tta all",
+    ),
+    (
+        "field-train-flips",
+        lambda c: (c.copy(RUN), c.edit_json(f"{RUN}/spine_keras.json", lambda d: d.update(train_flips=[5]))),
+        [RUN, "scan.nrrd"],
+        r"field 'train_flips' \[5\] needs distinct sample axes",
+    ),
+    (
+        "field-context-channels",
+        lambda c: (c.copy(RUN), c.edit_json(f"{RUN}/spine_keras.json", lambda d: d["sampling"].update(context=2))),
+        [RUN, "scan.nrrd"],
+        r"field 'input_shape' has 1 channel\(s\), not a multiple of the 5 slices",
+    ),
 ]
 
 EXPORT_CASES = [
@@ -360,6 +397,69 @@ def test_models_refuses_paths(refusal, tmp_path):
 @pytest.mark.parametrize(("args", "match"), [c[1:] for c in MODELS], ids=[c[0] for c in MODELS])
 def test_models_refuses(refusal, args, match):
     refusal.check("models", *args, match=match)
+
+
+@pytest.fixture(scope="module")
+def instance_files(tmp_path_factory, instance_masks, hand_set_instance_run) -> Path:
+    """Two phantom mask/label pairs of three vertebrae (L3-L5) and a hand-set spine-instances run, built once."""
+    root = tmp_path_factory.mktemp("instances")
+    instance_masks(root)
+    hand_set_instance_run(root / "run")
+    return root
+
+
+def edit_instances(edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    """The run's instances.json edited by hand."""
+
+    def setup(folder: Path) -> None:
+        path = folder / "run" / "instances.json"
+        data = json.loads(path.read_text())
+        edit(data)
+        path.write_text(json.dumps(data))
+
+    return setup
+
+
+def write_text(name: str, text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).parent.mkdir(parents=True, exist_ok=True) or (folder / name).write_text(text)
+
+
+BASELINE = ["baseline", "masks.txt", "--out", "b", "--levels"]
+INSTANCES = [
+    ("levels-upwards", None, [*BASELINE, "L5-L1"], r"--levels: range 'L5-L1' runs upwards"),
+    ("levels-unknown", None, [*BASELINE, "X3"], r"--levels: unknown vertebra level 'X3'"),
+    ("levels-empty", None, [*BASELINE, ""], r"--levels: cannot read ''"),
+    ("levels-twice", None, [*BASELINE, "L3,L3"], r"--levels 'L3,L3': every level once"),
+    ("levels-count-differs", None, [*BASELINE, "L1-L5"], r"case p2_mask: label map has 3 vertebra id\(s\) but "
+     r"--levels names 5 \(L1-L5\)"),
+    ("list-file-missing", write_text("masks.txt", "gone.nrrd,p2_label.nrrd\n"), [*BASELINE, "L3-L5"],
+     r"masks.txt line 1: file .*gone.nrrd' not found"),
+    ("out-exists", write_text("b/x", "x"), [*BASELINE, "L3-L5"], r"output folder 'b' already exists and is not empty"),
+    ("train-filters-fraction", None, ["train", "masks.txt", "--levels", "L3-L5", "--out", "r", "--filters", "2.5"],
+     r"--filters must be a whole number, not 2.5"),
+    ("train-seed-negative", None, ["train", "masks.txt", "--levels", "L3-L5", "--out", "r", "--seed", "-1"],
+     r"--seed must be in \[0, 2\*\*32\)"),
+    ("train-patch-huge", None, ["train", "masks.txt", "--levels", "L3-L5", "--out", "r", "--patch", "512,48,48"],
+     r"--patch must be at most 256 a side"),
+    ("predict-not-a-run", None, ["predict", "masks.txt", "masks.txt", "--out", "p"], r"'masks.txt' is no "
+     r"spine-instances run"),
+    ("predict-levels-edited", edit_instances(lambda d: d.update(levels=["L5", "L3"])),
+     ["predict", "run", "masks.txt", "--out", "p"], r"field 'levels' must list level names top to bottom"),
+    ("predict-traversal-edited", edit_instances(lambda d: d["traversal"].update(threshold=float("nan"))),
+     ["predict", "run", "masks.txt", "--out", "p"], r"field 'traversal' disagrees with the run's settings"),
+    ("predict-anchor-edited", edit_instances(lambda d: d.update(anchor="middle")),
+     ["predict", "run", "masks.txt", "--out", "p"], r"field 'anchor' must be 'bottom' or 'top'"),
+    ("export-out-exists", write_text("e/x", "x"), ["export", "run", "--out", "e"], r"export folder 'e' already exists"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("setup", "args", "match"), [c[1:] for c in INSTANCES], ids=[c[0] for c in INSTANCES])
+def test_instances_refuses(refusal, instance_files, tmp_path, setup, args, match):
+    for item in instance_files.iterdir():
+        (shutil.copytree if item.is_dir() else shutil.copy)(item, tmp_path / item.name)
+    if setup:
+        setup(tmp_path)
+    refusal.check("instances", *args, match=match)
 
 
 # Untrusted SavedModels (class 8): these load TensorFlow in the subprocess.

@@ -167,7 +167,17 @@ FLAGS = [
     ("check_cube_choice", nothing, [*BASE, "--check-cube", "deep"], r"argument --check-cube: invalid choice"),
     ("batch_too_large", nothing, [*BASE, "--batch-size", "64"], r"larger than the \d+ training samples"),
     ("arch_unknown", nothing, [*BASE, "--arch", "u9"], r"unknown architecture 'u9'"),
-]
+    ("warmup_beyond_epochs", nothing, [*BASE, "--lr-schedule", "cosine", "--warmup-epochs", "100", "--epochs", "10"],
+     r"--warmup-epochs must be below epochs \(10\), got 100"),
+    ("warmup_negative", nothing, [*BASE, "--warmup-epochs", "-1"], r"--warmup-epochs must be an integer >= 0"),
+    ("lr_schedule_unknown", nothing, [*BASE, "--lr-schedule", "step"], r"argument --lr-schedule: invalid choice"),
+    ("ce_weight_nan", nothing, [*BASE, "--ce-weight", "nan"], r"--ce-weight must be a finite number, got nan"),
+    ("ce_weight_negative", nothing, [*BASE, "--ce-weight", "-1"], r"--ce-weight must be >= 0"),
+    ("loss_weights_zero", nothing, [*BASE, "--ce-weight", "0", "--dice-weight", "0"],
+     r"--ce-weight must be > 0 when dice_weight is 0"),
+    ("online_augment_axes", write("c.json", '{"augment": {"lowres_axes": [5], "lowres_prob": 1}}'),
+     [*BASE, "--online-augment", "--config", "c.json"], r"lowres_axes \(5,\) out of range for 2D samples"),
+]  # fmt: skip
 CONFIG = [
     ("config_dice_smooth", write("c.json", '{"dice_smooth": -1}'), [*BASE, "--config", "c.json"],
      r"dice_smooth in config file 'c.json' must be >= 0"),

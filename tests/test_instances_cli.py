@@ -13,39 +13,19 @@ import numpy as np
 import pytest
 
 from spine_keras.cli.instances import main
-from spine_keras.io import Volume, read_volume, write_volume
+from spine_keras.io import read_volume
 from spine_keras.levels import LEVEL_IDS
-from spine_keras.phantom import make_phantom
 
-GEOMETRY = {"spacing": (1.0, 1.0, 1.0), "origin": (4.0, -2.0, 1.0), "direction": np.eye(3)}
-SHAPE = (96, 64, 40)
-SEEDS = (2, 3)  # two phantoms with three vertebrae each: L3, L4, L5
+INSTANCE_ORIGIN = (4.0, -2.0, 1.0)  # the origin of conftest's instance phantoms
 
 
-def write_mask_list(folder: Path) -> Path:
-    """Per phantom: its semantic label as the 'mask' (vertebra = 1), its per-vertebra ids (scrambled) as the truth,
-    and its image."""
-    lines = []
-    for seed in SEEDS:
-        _, semantic = make_phantom(seed, SHAPE)
-        image, ids = make_phantom(seed, SHAPE, vertebra_ids=True)
-        assert ids.max() == 3
-        scrambled = np.array([0, 3, 1, 2], np.uint8)[ids]  # ids out of anatomical order, as in VB2
-        for name, array in (("mask", semantic), ("label", scrambled), ("image", image)):
-            write_volume(Volume(array, **GEOMETRY), folder / f"p{seed}_{name}.nrrd")
-        lines.append(f"p{seed}_mask.nrrd,p{seed}_label.nrrd")
-    path = folder / "masks.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def test_baseline_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    masks = write_mask_list(tmp_path)
+def test_baseline_command(tmp_path: Path, capsys: pytest.CaptureFixture, instance_masks) -> None:
+    masks = instance_masks(tmp_path)
     out = tmp_path / "baseline"
     assert main(["baseline", str(masks), "--levels", "L3-L5", "--out", str(out)]) == 0
     assert "identification 1.0" in capsys.readouterr().out
     levels = read_volume(out / "p2_mask_instances.nrrd")
-    assert levels.origin == GEOMETRY["origin"]
+    assert levels.origin == INSTANCE_ORIGIN
     assert set(np.unique(levels.array)) == {0, LEVEL_IDS["L3"], LEVEL_IDS["L4"], LEVEL_IDS["L5"]}
     summary = json.loads((out / "summary.json").read_text())["pooled"]
     assert summary["vertebrae"] == 6 and summary["recall"] == 1.0 and summary["merged"] == 0
@@ -55,8 +35,8 @@ def test_baseline_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert (out / "scores.csv").read_text().splitlines()[0] == "case,level,matched_level,dice,assd_mm,found,identified"
 
 
-def test_refuses_levels_that_do_not_fit(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    masks = write_mask_list(tmp_path)
+def test_refuses_levels_that_do_not_fit(tmp_path: Path, capsys: pytest.CaptureFixture, instance_masks) -> None:
+    masks = instance_masks(tmp_path)
     out = tmp_path / "baseline"
     assert main(["baseline", str(masks), "--levels", "L1-L5", "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()
@@ -69,8 +49,8 @@ def test_refuses_levels_that_do_not_fit(tmp_path: Path, capsys: pytest.CaptureFi
     assert "runs upwards" in capsys.readouterr().err and not out.exists()
 
 
-def test_refusal_as_a_user_sees_it(tmp_path: Path, refusal) -> None:
-    write_mask_list(tmp_path)
+def test_refusal_as_a_user_sees_it(tmp_path: Path, refusal, instance_masks) -> None:
+    instance_masks(tmp_path)
     refusal.check(
         "instances",
         "train",
@@ -84,31 +64,13 @@ def test_refusal_as_a_user_sees_it(tmp_path: Path, refusal) -> None:
     refusal.check("instances", "predict", "nowhere", "masks.txt", "--out", "x", match="no spine-instances run")
 
 
-def hand_set_run(folder: Path) -> Path:
-    """A run folder whose network is set by hand: mask = bright voxels not in memory, completeness from the mean."""
-    import keras
-
-    from spine_keras.instances.config import InstanceConfig
-    from spine_keras.instances.runfolder import run_metadata, write_run
-
-    config = InstanceConfig(spacing_mm=2.0, patch=(24, 32, 24), min_ml=2.0)
-    inputs = keras.Input((*config.patch, 2), name="patch")
-    mask = keras.layers.Conv3D(1, 1, activation="sigmoid", name="mask")(inputs)
-    pooled = keras.layers.GlobalAveragePooling3D()(inputs)
-    complete = keras.layers.Dense(1, activation="sigmoid", name="complete")(pooled)
-    model = keras.Model(inputs, {"mask": mask, "complete": complete})
-    model.get_layer("mask").set_weights([np.array([10.0, -40.0]).reshape(1, 1, 1, 2, 1), np.array([-5.0])])
-    model.get_layer("complete").set_weights([np.array([[1.0], [-1.0]]), np.array([0.5])])
-    return write_run(folder, model, run_metadata(config, ["L3", "L4", "L5"], "bottom", [], {}))
-
-
 @pytest.mark.slow
-def test_reference_traversal_without_spine_keras(tmp_path: Path) -> None:
+def test_reference_traversal_without_spine_keras(tmp_path: Path, instance_masks, hand_set_instance_run) -> None:
     from spine_keras.cli import instances as cli
 
-    write_mask_list(tmp_path)
+    instance_masks(tmp_path)
     (tmp_path / "images.txt").write_text("p2_image.nrrd\n")
-    run = hand_set_run(tmp_path / "run")
+    run = hand_set_instance_run(tmp_path / "run")
     assert cli.main(["predict", str(run), str(tmp_path / "images.txt"), "--out", str(tmp_path / "pred")]) == 0
     assert cli.main(["export", str(run), "--out", str(tmp_path / "export")]) == 0
     ours = read_volume(tmp_path / "pred" / "p2_instances.nrrd").array
@@ -125,5 +87,5 @@ def test_reference_traversal_without_spine_keras(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     theirs = read_volume(tmp_path / "ref.nrrd")
     np.testing.assert_array_equal(theirs.array, ours)
-    assert theirs.origin == GEOMETRY["origin"]
+    assert theirs.origin == INSTANCE_ORIGIN
     assert len((tmp_path / "t.csv").read_text().splitlines()) == len(np.unique(ours))

@@ -55,7 +55,7 @@ def add_dataclass_flags(group: argparse._ArgumentGroup, cls: type, prefix: str =
 def _flag_type(default: Any) -> tuple[Callable[[str], Any], str, Any]:
     """(parser, metavar, default as shown) for a field with this default: booleans, numbers, or 'a,b' lists."""
     if isinstance(default, bool):
-        return (lambda text: text.lower() in ("1", "true", "yes")), "BOOL", default
+        return _boolean, "BOOL", default
     if isinstance(default, (int, float)):
         return float, "X", default
     return numbers, "A,B", ",".join(str(v) for v in default) if isinstance(default, tuple) else default
@@ -68,8 +68,17 @@ def dataclass_from_flags(cls: type, args: argparse.Namespace, prefix: str = "") 
         value = getattr(args, f"{prefix}{field.name}", None)
         if value is not None:
             default = field.default
-            given[field.name] = int(value) if isinstance(default, int) and not isinstance(default, bool) else value
+            whole = isinstance(default, int) and not isinstance(default, bool) and float(value).is_integer()
+            given[field.name] = int(value) if whole else value  # 2.5 or inf stays, for the dataclass to refuse
     return cls(**given)
+
+
+def _boolean(text: str) -> bool:
+    """A BOOL flag's value: true/yes/1 or false/no/0; any other word is refused, not read as false."""
+    word = text.strip().lower()
+    if word not in ("1", "true", "yes", "0", "false", "no"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
+    return word in ("1", "true", "yes")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, cls: type, groups: Mapping[str, str]) -> None:

@@ -251,12 +251,12 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = config_from_args(args)
-    if config.plan is not None:
-        print(config.plan.summary(), file=sys.stderr)
     from spine_keras.cube.build import build_cube
 
     signal.signal(signal.SIGTERM, _terminate)  # a killed build removes its temporary file too
     report = build_cube(config, progress=not args.quiet)
+    if config.plan is not None:  # after the build: a refused build's stderr is its one error line
+        print(config.plan.summary(), file=sys.stderr)
     rate = report.cases / report.seconds if report.seconds else float("inf")
     skipped = f", {len(report.skipped)} skipped" if report.skipped else ""
     print(

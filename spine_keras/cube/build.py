@@ -67,6 +67,20 @@ class CubeConfig:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
                 raise UserError(f"{flag} must be a whole number from 0 to {high}, not {value}")
+        if self.copies:
+            self._check_augment_axes()
+
+    def _check_augment_axes(self) -> None:
+        """UserError for flip or low-resolution axes the samples do not have (a trial draw checks them), before
+        any worker starts."""
+        import numpy as np
+
+        from spine_keras.augment import sample_params
+
+        try:
+            sample_params(self.augment, tuple(self.sampling.shape), np.random.default_rng(0))
+        except ValueError as exc:
+            raise UserError(f"augmentation flags: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON values, the nested stage configs through their own `to_dict`."""

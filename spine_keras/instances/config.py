@@ -8,6 +8,8 @@ import math
 
 from spine_keras.errors import UserError
 
+MAX_PATCH = 256  # voxels per side of a patch (a 256^3 float32 patch is 64 MiB, before the network)
+
 
 @dataclasses.dataclass
 class InstanceConfig:
@@ -31,28 +33,38 @@ class InstanceConfig:
     max_vertebrae: int = 30
 
     def __post_init__(self) -> None:
-        self.patch = tuple(int(p) for p in self.patch)
-        if len(self.patch) != 3 or any(p % 2**self.depth or p <= 0 for p in self.patch):
+        whole = [f.name for f in dataclasses.fields(self) if f.type == "int"]
+        for name in whole:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserError(f"--{name.replace('_', '-')} must be a whole number, not {value}")
+        self.patch = tuple(int(p) if float(p).is_integer() else p for p in self.patch)
+        if len(self.patch) != 3 or any(not float(p).is_integer() or p % 2**self.depth or p <= 0 for p in self.patch):
             multiple = 2**self.depth
             raise UserError(
                 f"--patch {self.patch}: give three sizes, each a positive multiple of 2**depth = {multiple}"
             )
         checks = {
-            "--spacing-mm": self.spacing_mm > 0 and math.isfinite(self.spacing_mm),
-            "--filters": self.filters >= 1,
-            "--depth": 1 <= self.depth <= 5,
-            "--empty-fraction": 0.0 <= self.empty_fraction < 1.0,
-            "--jitter": 0.0 <= self.jitter <= 0.5,
-            "--batch": self.batch >= 1,
-            "--steps": self.steps >= 1,
-            "--epochs": self.epochs >= 1,
-            "--learning-rate": 0 < self.learning_rate < 1,
-            "--threshold": 0 < self.threshold < 1,
-            "--min-ml": self.min_ml >= 0 and math.isfinite(self.min_ml),
+            "--spacing-mm": (0.1 <= self.spacing_mm <= 20, "in [0.1, 20] mm"),
+            "--patch": (max(self.patch) <= MAX_PATCH, f"at most {MAX_PATCH} a side"),
+            "--filters": (self.filters >= 1, ">= 1"),
+            "--depth": (1 <= self.depth <= 5, "in [1, 5]"),
+            "--empty-fraction": (0.0 <= self.empty_fraction < 1.0, "in [0, 1)"),
+            "--jitter": (0.0 <= self.jitter <= 0.5, "in [0, 0.5]"),
+            "--weight-gamma": (0.0 <= self.weight_gamma < math.inf, "finite and >= 0"),
+            "--weight-sigma-mm": (0.0 < self.weight_sigma_mm < math.inf, "finite and > 0"),
+            "--batch": (self.batch >= 1, ">= 1"),
+            "--steps": (self.steps >= 1, ">= 1"),
+            "--epochs": (self.epochs >= 1, ">= 1"),
+            "--learning-rate": (0 < self.learning_rate < 1, "in (0, 1)"),
+            "--seed": (0 <= self.seed < 2**32, "in [0, 2**32)"),
+            "--threshold": (0 < self.threshold < 1, "in (0, 1)"),
+            "--min-ml": (0 <= self.min_ml < math.inf, "finite and >= 0"),
+            "--max-vertebrae": (self.max_vertebrae >= 1, ">= 1"),
         }
-        bad = [flag for flag, ok in checks.items() if not ok]
+        bad = [(flag, bounds) for flag, (ok, bounds) in checks.items() if not ok]
         if bad:
-            raise UserError(f"{bad[0]} is out of range; see spine-instances train --help")
+            raise UserError(f"{bad[0][0]} must be {bad[0][1]}; see spine-instances train --help")
 
     @property
     def min_voxels(self) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from spine_keras.errors import UserError
 from spine_keras.instances.config import InstanceConfig
 from spine_keras.io import atomic_path
-from spine_keras.levels import LEVEL_IDS
+from spine_keras.levels import LEVEL_IDS, parse_levels
 
 MODEL_NAME = "model.keras"
 METADATA_NAME = "instances.json"
@@ -54,4 +54,28 @@ def read_metadata(folder: Path) -> dict:
         raise UserError(f"'{folder}' is no spine-instances run: cannot read {path.name} ({exc})") from exc
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a spine-instances metadata file (format spine_keras.instances/1)")
+    _check_fields(metadata, path)
     return metadata
+
+
+def _check_fields(metadata: dict, path: Path) -> None:
+    """UserError naming the field when what the traversal reads is invalid or contradicts the recorded settings
+    (a file edited by hand): the settings, the fields derived from them, the levels and the anchor."""
+    try:
+        config = InstanceConfig.from_dict(metadata.get("config") or {})
+    except (UserError, TypeError, ValueError) as exc:
+        raise UserError(f"'{path}': field 'config' is invalid ({exc})") from exc
+    derived = {"spacing_mm": config.spacing_mm, "patch": list(config.patch), "traversal": config.traversal()}
+    for key, value in (derived | {"level_scheme": dict(LEVEL_IDS)}).items():
+        if metadata.get(key) != value:
+            raise UserError(f"'{path}': field '{key}' disagrees with the run's settings; restore the file")
+    levels = metadata.get("levels")
+    named = isinstance(levels, list) and levels and all(isinstance(name, str) for name in levels)
+    try:
+        ordered = named and parse_levels(",".join(levels)) == levels
+    except UserError:
+        ordered = False
+    if not ordered:
+        raise UserError(f"'{path}': field 'levels' must list level names top to bottom, got {levels!r}")
+    if metadata.get("anchor") not in ("bottom", "top"):
+        raise UserError(f"'{path}': field 'anchor' must be 'bottom' or 'top', got {metadata.get('anchor')!r}")

@@ -208,6 +208,8 @@ def load_segmenter(model_path: Path | str, tta: str | None = None, trust: bool =
     found = _resolve(path)
     bundles = [read_bundle(meta_path) for _, _, meta_path in found]
     check_folds(bundles, [file for _, file, _ in found], path)
+    if tta == "train" and len({bundle.train_flips for bundle in bundles}) > 1:
+        raise UserError(f"--tta: the folds of '{path}' were trained with different flips; pass --tta all")
     for (kind, file, _), bundle in zip(found, bundles):
         verify_export(kind, file, bundle, trust)
     fns = [

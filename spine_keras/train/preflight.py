@@ -131,14 +131,18 @@ def augment_config(settings: TrainSettings, cube: CubeInfo) -> AugmentConfig | N
         return None
     import dataclasses
 
-    from spine_keras.augment import AugmentConfig
+    import numpy as np
+
+    from spine_keras.augment import AugmentConfig, sample_params
 
     fields = {f.name for f in dataclasses.fields(AugmentConfig)}
     from_cube = {k: v for k, v in (cube.attrs.get("augment") or {}).items() if k in fields}  # not `copies`
     try:
-        return AugmentConfig.from_dict(settings.augment or from_cube)
+        config = AugmentConfig.from_dict(settings.augment or from_cube)
+        sample_params(config, cube.sample_shape, np.random.default_rng(0))  # axes the samples lack fail here
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad augmentation settings for --online-augment: {exc}") from exc
+    return config
 
 
 def read_json_file(path: Path, what: str) -> dict[str, Any]:
