@@ -322,3 +322,14 @@ def test_jobs_runs_steps_in_their_own_processes(finished):
         assert (out / "steps" / f"{step}.done").is_file()
     listing = run_study(folder, "--list-steps")
     assert listing.stdout.count("pending") == 0 and listing.stdout.count("done") == 12
+
+
+@pytest.mark.parametrize("name", ["quick", "paper", "ablation"])
+def test_shipped_study_files_are_valid(name):
+    """Every study file in studies/ parses and checks (lists, variants, settings), without reading the volumes."""
+    from spine_keras.study.config import StudyConfig
+
+    config = StudyConfig.from_yaml(Path(__file__).resolve().parents[1] / "studies" / f"{name}.yaml", check_data=False)
+    assert config.folds >= 2 and config.variants
+    for variant in config.variants:
+        assert config.train_settings(variant, 0, Path("cube.h5"), Path("run")).keep == "last"
