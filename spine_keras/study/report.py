@@ -118,7 +118,7 @@ def load_results(out: Path) -> Results:
 
 
 def fold_iou_rows(results: Results) -> list[dict[str, Any]]:
-    """The paper's table: per-class then global IoU of each fold's best epoch, mean and std over folds per variant."""
+    """The paper's table: per-class then global IoU of the epoch each fold kept, mean and std over folds per variant."""
     from spine_keras.metrics import metric_key  # the log-key spelling training used
 
     keys = [(name, f"val_iou_{metric_key(name)}") for name in results.class_names] + list(GLOBAL_ROWS)
@@ -429,11 +429,11 @@ def write_report(out_dir: Path) -> Path:
 
 def _iou_section(results: Results, folder: Path) -> Section:
     if not results.runs:
-        return Section("Validation IoU per class (best epoch of each fold)", ["No fold has finished."])
+        return Section("Validation IoU per class (the epoch each fold kept)", ["No fold has finished."])
     rows = fold_iou_rows(results)
     outputs.write_csv(rows, list(rows[0]), folder / "iou_folds.csv")
     lines = fold_iou_markdown(rows, list(results.runs))
-    return Section("Validation IoU per class, mean ± std over folds (best epoch of each fold)", lines)
+    return Section("Validation IoU per class, mean ± std over folds (the epoch each fold kept: `keep`)", lines)
 
 
 def _case_section(results: Results, folder: Path) -> Section:
