@@ -202,7 +202,7 @@ class CubeReader:
         """A training sample, augmented with a generator seeded by (seed, epoch, index) when enabled."""
         image, label = self.read(int(index))
         if self.augment_config is not None:
-            from spine_keras.cube.samples import augment_channels
+            from spine_keras.augment import augment_channels
 
             rng = np.random.default_rng([self.seed, int(epoch), int(index)])
             image, label = augment_channels(image, label, self.augment_config, rng)

@@ -15,13 +15,15 @@ if TYPE_CHECKING:
     from spine_keras.augment.config import AugmentConfig, sample_params
     from spine_keras.augment.geometry import affine_matrix, resample, rotation_matrix
     from spine_keras.augment.params import AugmentParams
-    from spine_keras.augment.pipeline import apply, augment, spatial_shape
+    from spine_keras.augment.pipeline import apply, apply_channels, augment, augment_channels, spatial_shape
 
 _HOMES = {  # loaded on first use: `spine-make-cube --help` reads AugmentConfig without loading scipy and SimpleITK
     **dict.fromkeys(("AugmentConfig", "sample_params"), "spine_keras.augment.config"),
     "AugmentParams": "spine_keras.augment.params",
     **dict.fromkeys(("affine_matrix", "resample", "rotation_matrix"), "spine_keras.augment.geometry"),
-    **dict.fromkeys(("apply", "augment", "spatial_shape"), "spine_keras.augment.pipeline"),
+    **dict.fromkeys(
+        ("apply", "apply_channels", "augment", "augment_channels", "spatial_shape"), "spine_keras.augment.pipeline"
+    ),
 }
 
 __all__ = [
@@ -29,7 +31,9 @@ __all__ = [
     "AugmentParams",
     "affine_matrix",
     "apply",
+    "apply_channels",
     "augment",
+    "augment_channels",
     "resample",
     "rotation_matrix",
     "sample_params",

@@ -85,3 +85,22 @@ def augment(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Draw parameters from `config` with `rng` and apply them (the on-the-fly entry point)."""
     return apply(image, label, sample_params(config, spatial_shape(image, label), rng))
+
+
+def apply_channels(image: np.ndarray, label: np.ndarray, params: AugmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """`augment.apply` for an image (*shape, channels): every channel (2.5D neighbours) gets the same transform,
+    the label is transformed once."""
+    if image.shape[-1] == 1:
+        return apply(image, label, params)
+    out, out_label = apply(image[..., 0], label, params)
+    rest = [apply(image[..., c], None, params)[0] for c in range(1, image.shape[-1])]
+    return np.stack([out, *rest], axis=-1), out_label
+
+
+def augment_channels(
+    image: np.ndarray, label: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """`augment.augment` (draw, then apply) for an image (*shape, channels) and its label (*shape)."""
+    if image.shape[-1] == 1:
+        return augment(image, label, config, rng)
+    return apply_channels(image, label, sample_params(config, label.shape, rng))

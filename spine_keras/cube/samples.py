@@ -17,7 +17,7 @@ from spine_keras.io import ListEntry, Volume, read_volume
 from spine_keras.prepare import Prepared, SamplingConfig, fit_label, fit_sample, prepare, stack_inputs, stack_samples
 from spine_keras.preprocess import IGNORE, LabelMap, PreprocessConfig, fit_shape, ignore_above_labels, roi_slices
 
-__all__ = ["CaseJob", "CaseSamples", "SamplingConfig", "augment_channels", "load_case", "process_case"]
+__all__ = ["CaseJob", "CaseSamples", "SamplingConfig", "load_case", "process_case"]
 
 
 @dataclasses.dataclass
@@ -144,32 +144,11 @@ def augmented_copies(job: CaseJob, images: list, labels: list, rng: np.random.Ge
     for copy in range(1, job.copies + 1):
         for i in range(originals):
             params = augment.sample_params(job.augment, job.sampling.shape, rng)
-            image, label = apply_channels(images[i], labels[i], params)
+            image, label = augment.apply_channels(images[i], labels[i], params)
             images.append(image)
             labels.append(label)
             copies.append((i, copy))
     return copies
-
-
-def apply_channels(
-    image: np.ndarray, label: np.ndarray, params: augment.AugmentParams
-) -> tuple[np.ndarray, np.ndarray]:
-    """`augment.apply` for an image (*shape, channels): every channel (2.5D neighbours) gets the same transform,
-    the label is transformed once."""
-    if image.shape[-1] == 1:
-        return augment.apply(image, label, params)
-    out, out_label = augment.apply(image[..., 0], label, params)
-    rest = [augment.apply(image[..., c], None, params)[0] for c in range(1, image.shape[-1])]
-    return np.stack([out, *rest], axis=-1), out_label
-
-
-def augment_channels(
-    image: np.ndarray, label: np.ndarray, config: augment.AugmentConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """`augment.augment` (draw, then apply) for an image (*shape, channels) and its label (*shape)."""
-    if image.shape[-1] == 1:
-        return augment.augment(image, label, config, rng)
-    return apply_channels(image, label, augment.sample_params(config, label.shape, rng))
 
 
 def process_case(job: CaseJob) -> CaseSamples:
