@@ -430,7 +430,7 @@ INSTANCES = [
     ("levels-unknown", None, [*BASELINE, "X3"], r"--levels: unknown vertebra level 'X3'"),
     ("levels-empty", None, [*BASELINE, ""], r"--levels: cannot read ''"),
     ("levels-twice", None, [*BASELINE, "L3,L3"], r"--levels 'L3,L3': every level once"),
-    ("levels-count-differs", None, [*BASELINE, "L1-L5"], r"case p2_mask: label map has 3 vertebra id\(s\) but "
+    ("levels-count-differs", None, [*BASELINE, "L1-L5"], r"case p2: label map has 3 vertebra id\(s\) but "
      r"--levels names 5 \(L1-L5\)"),
     ("list-file-missing", write_text("masks.txt", "gone.nrrd,p2_label.nrrd\n"), [*BASELINE, "L3-L5"],
      r"masks.txt line 1: file .*gone.nrrd' not found"),

@@ -24,13 +24,13 @@ def test_baseline_command(tmp_path: Path, capsys: pytest.CaptureFixture, instanc
     out = tmp_path / "baseline"
     assert main(["baseline", str(masks), "--levels", "L3-L5", "--out", str(out)]) == 0
     assert "identification 1.0" in capsys.readouterr().out
-    levels = read_volume(out / "p2_mask_instances.nrrd")
+    levels = read_volume(out / "p2_instances.nrrd")  # the mask p2_mask.nrrd is case p2
     assert levels.origin == INSTANCE_ORIGIN
     assert set(np.unique(levels.array)) == {0, LEVEL_IDS["L3"], LEVEL_IDS["L4"], LEVEL_IDS["L5"]}
     summary = json.loads((out / "summary.json").read_text())["pooled"]
     assert summary["vertebrae"] == 6 and summary["recall"] == 1.0 and summary["merged"] == 0
     assert summary["mean_dice"] == 1.0
-    rows = json.loads((out / "p3_mask_vertebrae.json").read_text())
+    rows = json.loads((out / "p3_vertebrae.json").read_text())
     assert [r["level"] for r in rows] == ["L3", "L4", "L5"] and rows[0]["complete"] is None
     assert (out / "scores.csv").read_text().splitlines()[0] == "case,level,matched_level,dice,assd_mm,found,identified"
 
@@ -41,7 +41,7 @@ def test_refuses_levels_that_do_not_fit(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["baseline", str(masks), "--levels", "L1-L5", "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()
     assert error == (
-        "error: case p2_mask: label map has 3 vertebra id(s) but --levels names 5 (L1-L5); give the levels this list's "
+        "error: case p2: label map has 3 vertebra id(s) but --levels names 5 (L1-L5); give the levels this list's "
         "labels span"
     )
     assert not out.exists()

@@ -4,6 +4,7 @@ isotropic view (resampled and normalized exactly as the reference traversal does
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -11,6 +12,10 @@ from spine_keras.errors import CaseError
 from spine_keras.instances.reference import isotropic_input, resample
 from spine_keras.io import ListEntry, Volume, read_volume
 from spine_keras.levels import LEVEL_IDS, order_ids, relabel
+
+# What a mask's file name adds to its case id: spine-predict writes `<case>_seg.nrrd`, and a truth map used as a mask
+# is typically `<case>_label.nrrd`; stripped, the baseline's cases carry the image-side ids the network's have.
+_MASK_SUFFIX = re.compile(r"[_\-.](seg|mask|label|labels|pred)$", re.IGNORECASE)
 
 
 @dataclasses.dataclass
@@ -73,3 +78,14 @@ def check_labels(entries: list[ListEntry], levels: list[str]) -> None:
     for entry in entries:
         if entry.label is not None:
             order_ids(read_volume(entry.label, entry.source).array, levels, case=entry.case_id)
+
+
+def mask_case_ids(entries: list[ListEntry]) -> list[ListEntry]:
+    """Baseline entries renamed to their image-side case ids: `VB3_01_seg.nrrd` (spine-predict's output) is case
+    `VB3_01`, as `VB3_01_image.nrrd` is for the network, so both methods' outputs compare case by case. An entry
+    keeps its own id where stripping would give two entries the same one."""
+    stripped = [_MASK_SUFFIX.sub("", entry.case_id) or entry.case_id for entry in entries]
+    clashes = {case for case in stripped if stripped.count(case) > 1}
+    return [
+        entry if case in clashes else dataclasses.replace(entry, case_id=case) for entry, case in zip(entries, stripped)
+    ]

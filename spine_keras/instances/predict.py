@@ -29,6 +29,20 @@ def predict_list(
     return _run(entries, out, levels, lambda entry: _network_case(entry, predict, metadata))
 
 
+def predict_held_out(
+    entries: list[ListEntry], runs: list[tuple[str, Predict, dict]], routes: list[int], out: Path, levels: list[str]
+) -> dict | None:
+    """Cross-validated prediction: entry i traversed by run `routes[i]` (name, predict, metadata), every case into
+    `out`, scored and pooled as one list; the pooled summary names the run that predicted each case."""
+    by_case = {entry.case_id: runs[route] for entry, route in zip(entries, routes)}
+
+    def one(entry: ListEntry):
+        _, predict, metadata = by_case[entry.case_id]
+        return _network_case(entry, predict, metadata)
+
+    return _run(entries, out, levels, one, {"predicted_by": {case: run[0] for case, run in by_case.items()}})
+
+
 def baseline_list(
     entries: list[ListEntry], out: Path, levels: list[str], anchor: str, vertebra_class: int, min_ml: float
 ) -> dict | None:
@@ -47,8 +61,11 @@ def _network_case(entry: ListEntry, predict: Predict, metadata: dict):
     return levels, {k: v >= 0.5 for k, v in completeness.items()}, completeness
 
 
-def _run(entries: list[ListEntry], out: Path, levels: list[str] | None, one: Callable) -> dict | None:
-    """Run `one` on each entry, write its outputs, and score it where truth and levels are known."""
+def _run(
+    entries: list[ListEntry], out: Path, levels: list[str] | None, one: Callable, extra: dict | None = None
+) -> dict | None:
+    """Run `one` on each entry, write its outputs, and score it where truth and levels are known; the pooled
+    summary records the levels (which `figure` reads) and `extra`."""
     out.mkdir(parents=True, exist_ok=True)
     scored, seconds = [], []
     for entry in entries:
@@ -61,4 +78,5 @@ def _run(entries: list[ListEntry], out: Path, levels: list[str] | None, one: Cal
             scored.append(score_case(entry.case_id, predicted.array, truth, predicted.spacing))
     if not scored:
         return None
-    return write_scores(out, scored, {"seconds_per_case": round(float(np.mean(seconds)), 2)})
+    recorded = {"seconds_per_case": round(float(np.mean(seconds)), 2), "levels": list(levels)}
+    return write_scores(out, scored, recorded | (extra or {}))

@@ -1,5 +1,6 @@
 """A spine-instances run folder: `model.keras` (the network) and `instances.json` (everything the traversal needs:
-isotropic spacing, patch, thresholds, levels and anchor, the level scheme; plus the settings, cases and history).
+isotropic spacing, patch, thresholds, levels and anchor, the level scheme; plus the settings, training cases, split
+and history).
 No TensorFlow here, so commands check a run folder before TensorFlow starts."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from spine_keras.errors import UserError
 from spine_keras.instances.config import InstanceConfig
+from spine_keras.instances.folds import split_record
 from spine_keras.io import atomic_path
 from spine_keras.levels import LEVEL_IDS, parse_levels
 
@@ -18,8 +20,16 @@ METADATA_NAME = "instances.json"
 FORMAT = "spine_keras.instances/1"
 
 
-def run_metadata(config: InstanceConfig, levels: list[str], anchor: str, case_ids: list[str], history: dict) -> dict:
-    """What a run folder and an export record beside the network: everything the traversal needs, and provenance."""
+def run_metadata(
+    config: InstanceConfig,
+    levels: list[str],
+    anchor: str,
+    case_ids: list[str],
+    history: dict,
+    split: dict | None = None,
+) -> dict:
+    """What a run folder and an export record beside the network: everything the traversal needs, and provenance:
+    the training cases and the split (`folds.split_record`: folds, fold and the held-out case ids)."""
     return {
         "format": FORMAT,
         "spacing_mm": config.spacing_mm,
@@ -30,6 +40,7 @@ def run_metadata(config: InstanceConfig, levels: list[str], anchor: str, case_id
         "level_scheme": dict(LEVEL_IDS),
         "config": config.to_dict(),
         "cases": list(case_ids),
+        **(split or split_record(None, None, [])),
         "history": history,
         "versions": {name: version(name) for name in ("tensorflow", "keras", "numpy", "SimpleITK")},
     }
@@ -77,5 +88,8 @@ def _check_fields(metadata: dict, path: Path) -> None:
         ordered = False
     if not ordered:
         raise UserError(f"'{path}': field 'levels' must list level names top to bottom, got {levels!r}")
+    held_out = metadata.get("held_out", [])
+    if not isinstance(held_out, list) or not all(isinstance(case, str) for case in held_out):
+        raise UserError(f"'{path}': field 'held_out' must list case ids, got {held_out!r}")
     if metadata.get("anchor") not in ("bottom", "top"):
         raise UserError(f"'{path}': field 'anchor' must be 'bottom' or 'top', got {metadata.get('anchor')!r}")
