@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--list", type=Path, default=DEFAULT_LIST, help="image/label list (default: the shared vb2.txt)")
     p.add_argument(
         "--flags",
-        default="--label-map 1-7:1 --classes background,vertebra --augment 1",
+        default="--preset paper --label-map 1-7:1 --classes background,vertebra --augment 1",
         help="make_cube flags used for every build",
     )
     return p.parse_args(argv)

@@ -28,11 +28,15 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_CUBE = [
-    "--shape", "128,128", "--label-map", "1-5:1", "--classes", "background,vertebra", "--augment", "0",
+    "--preset", "paper", "--shape", "128,128", "--label-map", "1-5:1", "--classes", "background,vertebra",
+    "--augment", "0",
     "--rotation", "10", "--zoom", "0.9,1.1", "--shift", "0.05", "--flip-prob", "0", "--noise-prob", "0",
     "--blur-prob", "0",
 ]  # fmt: skip
-RECIPE_TRAIN = ["--arch", "u1", "--filters", "16", "--optimizer", "adam", "--lr", "0.001", "--online-augment"]
+RECIPE_TRAIN = [
+    "--arch", "u1", "--lr-schedule", "constant", "--filters", "16", "--optimizer", "adam", "--lr", "0.001",
+    "--online-augment",
+]  # fmt: skip
 
 
 def dice(truth: np.ndarray, predicted: np.ndarray) -> float:

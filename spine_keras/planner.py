@@ -11,8 +11,9 @@ median size is taken per axis over the list's images, on the grid the cube will 
   the axes the patch does not cover (one window along the others).
 
 The activation estimate: `BYTES_PER_VOXEL` bytes per input voxel and sample, the sum of every layer output (float32)
-of the default arch (`uamd`) at its preset width of 16 filters, which training keeps for back-propagation; the
-budget covers a batch of `BATCH` samples. Wider archs need proportionally more (e.g. 32 filters: about twice).
+of the paper preset's default arch (`uamd`) at its preset width of 16 filters, which training keeps for
+back-propagation; the budget covers a batch of `BATCH` samples. Wider archs need proportionally more (e.g. 32
+filters: about twice).
 """
 
 from __future__ import annotations

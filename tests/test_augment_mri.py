@@ -249,7 +249,7 @@ def test_make_cube_flags_set_the_mri_settings_and_the_cube_records_them(pair_lis
         elastic_prob=1, elastic_alpha=(1, 2),
     )  # fmt: skip
     cube = tmp_path / "c.h5"
-    shape = ["--shape", "32,32", "--augment", "1", "--label-map", "1:1,2:2"]
+    shape = ["--shape", "32,32", "--augment", "1", "--label-map", "1:1,2:2", "--preset", "paper"]  # the defaults
     assert make_cube([str(pair_list(1)), "-o", str(cube), "--quiet", "--workers", "1", *shape, *flags]) == 0
     recorded = read_attrs(cube)["augment"]
     assert recorded.pop("copies") == 1 and AugmentConfig.from_dict(recorded) == config

@@ -101,9 +101,10 @@ def test_prediction_is_put_back_at_the_right_voxels(spacing) -> None:
 def test_make_cube_flag_sets_the_margin_and_refuses_a_second_crop() -> None:
     from spine_keras.cli import make_cube
 
-    config = make_cube.config_from_args(make_cube.parser().parse_args(["list.txt", "--auto-crop", "7.5"]))
+    given = ["list.txt", "--preset", "paper"]  # a given shape: no planner reading the (absent) list
+    config = make_cube.config_from_args(make_cube.parser().parse_args([*given, "--auto-crop", "7.5"]))
     assert config.preprocess.auto_crop_mm == 7.5
-    assert make_cube.config_from_args(make_cube.parser().parse_args(["list.txt"])).preprocess.auto_crop_mm is None
-    both = make_cube.parser().parse_args(["list.txt", "--auto-crop", "5", "--crop-roi", "5", "--fit", "pad"])
+    assert make_cube.config_from_args(make_cube.parser().parse_args(given)).preprocess.auto_crop_mm is None
+    both = make_cube.parser().parse_args([*given, "--auto-crop", "5", "--crop-roi", "5", "--fit", "pad"])
     with pytest.raises(UserError, match="--auto-crop and --crop-roi both crop the volume; choose one"):
         make_cube.config_from_args(both)

@@ -91,13 +91,16 @@ def test_every_train_setting_is_a_flag_with_its_default_in_help():
     for f in flagged:
         assert by_dest[f.name].option_strings[0] == "--" + f.name.replace("_", "-")
         assert f.metadata["group"] in GROUPS
-    assert "--patience PATIENCE early stopping on val_miou_nobg, 0 = off (default: 20)" in help_text
+    assert (
+        "--patience PATIENCE early stopping on val_miou_nobg, 0 = off (default: the preset's: recipe 0, paper 20)"
+        in help_text
+    )
     assert "--lr-factor LR_FACTOR learning-rate reduction factor (default: 0.5)" in help_text
     assert (
         "--arch ARCH arch code, comma list (u1,uvd,uamd) or all; several archs are compared on the same folds "
-        "(default: uamd)" in help_text
+        "(default: the preset's: recipe u1, paper uamd)" in help_text
     )
-    assert "(default: the arch's preset)" in help_text and "(default: no)" in help_text
+    assert "(default: the preset's: recipe adam, paper the arch's)" in help_text and "(default: no)" in help_text
 
 
 def test_train_flags_parse_to_settings_and_absent_flags_stay_absent():

@@ -45,7 +45,8 @@ def finished_run(cubes: Path, tmp_path_factory) -> Path:
     """A real one-epoch run folder of the tiny cube (trained once, in a subprocess, for the whole module)."""
     folder = tmp_path_factory.mktemp("finished")
     shutil.copy(cubes / "cube.h5", folder / "cube.h5")
-    result = _run_train(folder, *BASE[:-1], "done", "--optimizer", "sgd", "--lr", "0.01")
+    # the paper's plateau (a learning-rate variable) and best epoch, which the divergence test needs
+    result = _run_train(folder, *BASE[:-1], "done", "--optimizer", "sgd", "--lr", "0.01", "--preset", "paper")
     assert result.returncode == 0, result.stderr
     return folder / "done"
 

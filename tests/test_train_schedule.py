@@ -78,7 +78,7 @@ def test_cli_refuses_warmup_as_long_as_training(refusal):
 
 
 def test_plateau_keeps_a_float_rate_and_the_others_build_a_schedule():
-    assert learning_rate(TrainSettings(), LR, 7) == LR  # today's optimizer, unchanged
+    assert learning_rate(TrainSettings(preset="paper"), LR, 7) == LR  # the paper's plateau: a plain rate
     schedule = learning_rate(TrainSettings(epochs=10, warmup_epochs=2, lr_schedule="poly"), LR, 7)
     assert schedule.get_config() == {"lr": LR, "total_steps": 70, "warmup_steps": 14, "decay": "poly"}
 
@@ -177,7 +177,8 @@ def test_resume_goes_on_with_the_uninterrupted_schedule(cosine_run, cube, tmp_pa
 @pytest.mark.slow
 def test_plateau_warmup_ramps_the_float_rate_then_holds_it(cube, tmp_path):
     out = tmp_path / "plateau"
-    assert main(flags(cube, "--warmup-epochs", "1", "--ce-weight", "0.5", "--dice-batch", "--out", str(out))) == 0
+    extra = ("--lr-schedule", "plateau", "--warmup-epochs", "1", "--ce-weight", "0.5", "--dice-batch")
+    assert main(flags(cube, *extra, "--out", str(out))) == 0
     n = steps_per_epoch(out)
     assert [float(row["learning_rate"]) for row in history(out)] == pytest.approx(
         [LR * (0.1 + 0.9 * (n - 1) / n), LR], rel=1e-5

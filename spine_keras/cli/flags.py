@@ -37,11 +37,15 @@ def names(text: str) -> list[str]:
     return values
 
 
-def add_dataclass_flags(group: argparse._ArgumentGroup, cls: type, prefix: str = "") -> None:
-    """Add one `--field-name` flag per dataclass field, typed from its default (tuples as 'a,b')."""
+def add_dataclass_flags(
+    group: argparse._ArgumentGroup, cls: type, prefix: str = "", shown_as: Mapping[str, str] | None = None
+) -> None:
+    """Add one `--field-name` flag per dataclass field, typed from its default (tuples as 'a,b'); `shown_as` gives
+    the --help words of defaults that are not the field's own (e.g. a preset's)."""
     for field in dataclasses.fields(cls):
         default = field.default if field.default is not dataclasses.MISSING else None
         kind, metavar, shown = _flag_type(default)
+        shown = (shown_as or {}).get(field.name, shown)
         group.add_argument(
             f"--{prefix}{field.name.replace('_', '-')}",
             dest=f"{prefix}{field.name}",

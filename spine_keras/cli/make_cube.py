@@ -1,10 +1,15 @@
-"""`spine-make-cube LIST`: preprocess and augment an image/label list into an HDF5 training cube."""
+"""`spine-make-cube LIST`: preprocess and augment an image/label list into an HDF5 training cube.
+
+The defaults marked "the preset's" come from --preset: recipe (the default: the planner's native shape, mild
+augmentation without flips, noise or blur) or paper (the ICPR 2020 protocol: 256x256 slices or 64x128x128
+volumes, the paper's augmentation); a flag given overrides the preset's value."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from spine_keras.augment import AugmentConfig
@@ -12,6 +17,7 @@ from spine_keras.choices import FITS, INTENSITY_NORMALIZATIONS, INTERPOLATIONS
 from spine_keras.cli import CliParser, user_errors_exit_2
 from spine_keras.cli.flags import add_dataclass_flags, dataclass_from_flags, in_range, ints, names, numbers
 from spine_keras.errors import UserError
+from spine_keras.presets import CUBE_AUGMENT, CUBE_SHAPES, DEFAULT_PRESET, PRESETS, cube_augment, cube_shape, shown
 
 MAX_WORKERS = 256  # the same limits as spine_keras.cube.build.CubeConfig, which checks them for library callers
 MAX_COPIES = 32767
@@ -35,6 +41,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=in_range(int, 0, MAX_SEED), default=0, help="random seed: same seed, same cube")
     p.add_argument("--skip-bad", action="store_true", help="warn about and skip bad cases (recorded in the cube)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=DEFAULT_PRESET,
+        help="named defaults of the settings shown as 'the preset's': recipe (measured on lumbar MRI) or paper "
+        "(the ICPR 2020 protocol)",
+    )
     _add_sampling_flags(p.add_argument_group("samples"))
     _add_preprocessing_flags(p.add_argument_group("preprocessing"))
     _add_augmentation_flags(p.add_argument_group("augmentation (offline copies)"))
@@ -50,9 +63,9 @@ def _add_sampling_flags(s: argparse._ArgumentGroup) -> None:
     s.add_argument(
         "--shape",
         type=_shape,
-        default=None,
-        help="sample shape H,W (2d, default 256,256) or D,H,W (3d, default 64,128,128), or 'auto': planned from the "
-        "list's median geometry (headers only; see --memory-budget)",
+        default=argparse.SUPPRESS,
+        help="sample shape H,W (2d) or D,H,W (3d), or 'auto': planned from the list's median geometry (headers "
+        f"only; see --memory-budget) (default: {_shape_shown()})",
     )
     s.add_argument(
         "--min-foreground",
@@ -142,7 +155,43 @@ def _add_augmentation_flags(a: argparse._ArgumentGroup) -> None:
         metavar="N",
         help="augmented copies per original sample",
     )
-    add_dataclass_flags(a, AugmentConfig)
+    add_dataclass_flags(a, AugmentConfig, shown_as=_augment_shown())
+
+
+def _augment_shown() -> dict[str, str]:
+    """--help words of the augmentation fields whose default differs between the presets (a preset that leaves a
+    field out keeps AugmentConfig's default)."""
+    words = {}
+    for name in sorted({name for preset in PRESETS for name in CUBE_AUGMENT[preset]}):
+        default = AugmentConfig.__dataclass_fields__[name].default
+        values = {preset: CUBE_AUGMENT[preset].get(name, default) for preset in PRESETS}
+        if len(set(values.values())) > 1:
+            words[name] = shown(values)
+    return words
+
+
+def _shape_shown() -> str:
+    """--help words for --shape's default: 'auto', or each mode's shape, per preset."""
+    return shown({preset: _shape_words(CUBE_SHAPES[preset]) for preset in PRESETS})
+
+
+def _shape_words(shapes: Mapping[str, tuple[int, ...] | str]) -> str:
+    """'auto' when every mode plans its shape, else e.g. '256,256 (2d) / 64,128,128 (3d)'."""
+    if set(shapes.values()) == {"auto"}:
+        return "auto"
+    return " / ".join(
+        f"{shape if isinstance(shape, str) else ','.join(map(str, shape))} ({mode})" for mode, shape in shapes.items()
+    )
+
+
+def _apply_preset(args: argparse.Namespace) -> None:
+    """Give every preset-dependent flag the user left out the value of --preset: the sample shape of the mode and
+    the augmentation fields the preset sets."""
+    if getattr(args, "shape", None) is None:
+        args.shape = cube_shape(args.preset, args.mode)
+    for name, value in cube_augment(args.preset).items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
 
 
 def _shape(text: str) -> tuple[int, ...] | str:
@@ -168,6 +217,7 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
     """Turn parsed flags into the build's settings (validated)."""
     from spine_keras.cube.build import CubeConfig
 
+    _apply_preset(args)
     plan = _plan(args)
     _check_flag_combinations(args)
     try:
@@ -188,6 +238,7 @@ def config_from_args(args: argparse.Namespace) -> CubeConfig:
         skip_bad=args.skip_bad,
         force=args.force,
         plan=plan,
+        preset=args.preset,
     )
 
 
@@ -224,14 +275,14 @@ def _preprocess_config(args: argparse.Namespace):
 
 
 def _sampling_config(args: argparse.Namespace, plan: Plan | None):
-    """The SamplingConfig the flags describe (default shape by mode; the plan's shape and stride with --shape auto,
-    a given --stride winning)."""
+    """The SamplingConfig the flags describe (the plan's shape and stride with --shape auto, a given --stride
+    winning)."""
     from spine_keras.prepare import SamplingConfig
 
     if plan is not None:
         shape, stride = plan.shape, args.stride or plan.stride
     else:
-        shape, stride = args.shape or ((256, 256) if args.mode == "2d" else (64, 128, 128)), args.stride
+        shape, stride = args.shape, args.stride
     return SamplingConfig(
         mode=args.mode,
         axis=args.axis,

@@ -1,4 +1,8 @@
-"""`spine-train`: train one or several architectures on a cube (splits, folds, strategies, comparison, resume)."""
+"""`spine-train`: train one or several architectures on a cube (splits, folds, strategies, comparison, resume).
+
+The defaults marked "the preset's" come from --preset: recipe (the default: u1, 16 filters, Adam 1e-3, 10 epochs,
+cosine decay, online augmentation, last epoch kept) or paper (the ICPR 2020 protocol: each arch's paper preset,
+up to 100 epochs, plateau reduction, early stopping, best epoch kept)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from spine_keras.errors import UserError
 from spine_keras.train.settings import CUBE_CHECKS, GROUPS, TrainSettings, merge_settings
 
 RESUME_OVERRIDES = ("epochs", "verbose")
+LEGACY_PRESET = "paper"  # the defaults of a run recorded before presets existed
 EXIT_DIVERGED = 3  # the run started and failed (NaN or infinite loss): not a mistake in the input (exit 2)
 
 
@@ -54,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _resume_settings(run_dir: Path, flags: dict[str, Any]) -> TrainSettings:
-    """The saved settings of a run folder, with the few flags a resumed run may change."""
+    """The saved settings of a run folder, with the few flags a resumed run may change. A config.json written
+    before presets existed names none: it was trained with the paper's defaults, so it resumes as `paper`."""
     changed = sorted(set(flags) - set(RESUME_OVERRIDES))
     if changed:
         raise UserError(
@@ -64,6 +70,7 @@ def _resume_settings(run_dir: Path, flags: dict[str, Any]) -> TrainSettings:
     from spine_keras.train.preflight import run_settings
 
     settings, origins = run_settings(run_dir)
+    settings.setdefault("preset", LEGACY_PRESET)
     origins.update({k: "flag" for k in flags})
     return TrainSettings.from_dict({**settings, **flags, "out": str(run_dir)}, origins)
 

@@ -33,6 +33,7 @@ from spine_keras.errors import CaseError, UserError
 from spine_keras.io import ListEntry, parse_list
 from spine_keras.planner import Plan
 from spine_keras.preprocess import LabelMap, PreprocessConfig
+from spine_keras.presets import PRESETS
 
 MAX_WORKERS = 256
 MAX_COPIES = 32767  # copy numbers are stored as int16
@@ -58,6 +59,7 @@ class CubeConfig:
     skip_bad: bool = False
     force: bool = False
     plan: Plan | None = None  # what `--shape auto` derived the sample shape from (None: the shape was given)
+    preset: str | None = None  # the named defaults (spine_keras.presets) the settings were resolved from, if any
 
     def __post_init__(self) -> None:
         for flag, value, high in (
@@ -67,6 +69,8 @@ class CubeConfig:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
                 raise UserError(f"{flag} must be a whole number from 0 to {high}, not {value}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise UserError(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
         if self.copies:
             self._check_augment_axes()
 
@@ -92,6 +96,8 @@ class CubeConfig:
             del data["plan"]  # a cube built without the planner keeps the exact settings JSON it always had
         else:
             data["plan"] = self.plan.to_dict()
+        if self.preset is None:
+            del data["preset"]  # likewise for a cube whose settings were all given, as library callers do
         return data
 
 

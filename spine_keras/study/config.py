@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from spine_keras.errors import CaseError, UserError
+from spine_keras.presets import DEFAULT_PRESET, PRESETS, cube_augment, cube_shape
 
-TOP_KEYS = ("name", "output", "data", "classes", "cube", "variants", "folds", "seed", "train")
+TOP_KEYS = ("name", "output", "preset", "data", "classes", "cube", "variants", "folds", "seed", "train")
 DATA_KEYS = ("train", "test")
 LIST_KEYS = ("list", "label_map", "classes")
 VARIANT_KEYS = ("mode", "arch", "shape", "suffix", "train", "cube")
 MODES = ("2d", "3d")
-DEFAULT_SHAPE = {"2d": (256, 256), "3d": (64, 128, 128)}  # the same defaults as spine-make-cube --shape
 PREPROCESS_KEYS = (
     "spacing",
     "interpolation",
@@ -36,8 +36,9 @@ PREPROCESS_KEYS = (
     "ignore_above_labels",
 )
 SAMPLING_KEYS = ("axis", "min_foreground", "stride", "background_keep", "context")
-# Training settings the study itself decides (the cube it built, the variant's arch, the run folder, the folds).
-STUDY_OWNED_TRAIN = ("cube", "arch", "out", "folds", "fold", "seed", "val_fraction")
+# Training settings the study itself decides (the cube it built, the variant's arch, the run folder, the folds, the
+# preset of the top-level `preset:` key).
+STUDY_OWNED_TRAIN = ("cube", "arch", "out", "folds", "fold", "seed", "val_fraction", "preset")
 # Training defaults of a study: a fold's validation cases are its test cases, so none of them picks anything.
 HELD_OUT_SAFE = {"keep": "last", "patience": 0, "lr_patience": 0}
 
@@ -94,7 +95,8 @@ class Variant:
 
 @dataclass
 class StudyConfig:
-    """A resolved study: data lists (absolute paths), classes, cube settings, variants, folds, seed, training."""
+    """A resolved study: data lists (absolute paths), classes, cube settings, variants, folds, seed, training, and
+    the preset (spine_keras.presets) whose defaults both the cubes and the training take where the file is silent."""
 
     source: Path
     name: str
@@ -107,6 +109,7 @@ class StudyConfig:
     folds: int
     seed: int = 0
     train: dict[str, Any] = field(default_factory=dict)
+    preset: str = DEFAULT_PRESET
 
     @classmethod
     def from_yaml(cls, path: Path | str, check_data: bool = True) -> StudyConfig:
@@ -127,6 +130,7 @@ class StudyConfig:
             if key not in data:
                 raise UserError(f"{where}: missing '{key}' (needed keys: data, classes, variants, folds)")
         base = source.resolve().parent
+        preset = _preset(data.get("preset", DEFAULT_PRESET), where)
         lists, test = _data(data["data"], base, where)
         config = cls(
             source=source,
@@ -137,12 +141,13 @@ class StudyConfig:
             classes=_classes(data["classes"], where),
             cube=_mapping(data.get("cube") or {}, where, "cube"),
             variants=[
-                _variant(v, i, where, lists, data.get("cube") or {})
+                _variant(v, i, where, lists, data.get("cube") or {}, preset)
                 for i, v in enumerate(_sequence(data["variants"], where, "variants"))
             ],
             folds=_integer(data["folds"], where, "folds", 2),
             seed=_integer(data.get("seed", 0), where, "seed", 0),
             train=_mapping(data.get("train") or {}, where, "train"),
+            preset=preset,
         )
         config.check_settings()
         return config
@@ -157,6 +162,7 @@ class StudyConfig:
             "source": str(self.source.resolve()),
             "name": self.name,
             "output": str(self.output),
+            "preset": self.preset,
             "data": {
                 "train": [d.to_dict() for d in self.train_lists],
                 "test": self.test.to_dict() if self.test else None,
@@ -185,8 +191,8 @@ class StudyConfig:
         owned = sorted(set(self.train) & set(STUDY_OWNED_TRAIN))
         if owned:
             raise UserError(
-                f"{self.where}: train.{owned[0]} is set by the study itself (folds and seed at the top level, arch "
-                "per variant); remove it"
+                f"{self.where}: train.{owned[0]} is set by the study itself (preset, folds and seed at the top "
+                "level, arch per variant); remove it"
             )
         for variant in self.variants:
             for index in range(len(self.train_lists)):
@@ -210,7 +216,8 @@ class StudyConfig:
             raise UserError(f"{self.where}: variant {variant.name}: {exc}") from exc
 
     def cube_settings(self, variant: Variant) -> dict[str, Any]:
-        """The cube settings of `variant`: the study's `cube:` overridden by the variant's, with its mode and shape."""
+        """The cube settings of `variant`: the preset's augmentation overridden by the study's `cube:`, overridden by
+        the variant's, with its mode and shape (so a cube's key changes with every resolved setting)."""
         merged = {**self.cube, **variant.cube}
         unknown = sorted(set(merged) - set(cube_keys()))
         if unknown:
@@ -218,7 +225,7 @@ class StudyConfig:
                 f"{self.where}: unknown cube setting(s) {', '.join(unknown)} (variant {variant.name}); valid keys: "
                 f"{', '.join(cube_keys())}"
             )
-        return {**merged, "mode": variant.mode, "shape": list(variant.shape)}
+        return {**cube_augment(self.preset), **merged, "mode": variant.mode, "shape": list(variant.shape)}
 
     def cube_key(self, variant: Variant) -> str:
         """The cache key of `variant`'s cube: every setting that changes its content (not `workers`)."""
@@ -248,6 +255,7 @@ class StudyConfig:
                 copies=settings.get("augment", 0),
                 seed=self.seed,
                 workers=settings.get("workers", 0),
+                preset=self.preset,
             )
         except (TypeError, ValueError, UserError) as exc:
             raise UserError(f"{self.where}: bad cube settings for variant {variant.name}: {exc}") from exc
@@ -256,13 +264,13 @@ class StudyConfig:
         """The `TrainSettings` of `variant` on `fold`: the study's `train:` overridden by the variant's. A fold is
         validated on the cases it is then tested on, so nothing may be chosen by that validation unless the study
         file asks for it: `keep` is `last`, early stopping (`patience`) and the plateau reduction of the learning
-        rate (`lr_patience`) are off unless set."""
+        rate (`lr_patience`) are off unless set, whatever the preset. The preset supplies the other defaults."""
         from spine_keras.train.settings import TrainSettings
 
         owned = sorted(set(variant.train) & set(STUDY_OWNED_TRAIN))
         if owned:
             raise UserError(f"{self.where}: variant {variant.name}: train.{owned[0]} is set by the study; remove it")
-        data = {**HELD_OUT_SAFE, **self.train, **variant.train}
+        data = {"preset": self.preset, **HELD_OUT_SAFE, **self.train, **variant.train}
         data.update(arch=variant.arch, cube=str(cube), out=str(out), folds=self.folds, fold=str(fold), seed=self.seed)
         try:
             return TrainSettings.from_dict(data)
@@ -409,9 +417,16 @@ def _planned(mode: str, cube: dict[str, Any], lists: list[DataList]) -> tuple[tu
     return plan.shape, {"fit": plan.fit, **({"stride": list(plan.stride)} if plan.stride else {})}
 
 
-def _variant(value: Any, index: int, where: str, lists: list[DataList], study_cube: Any) -> Variant:
-    """One `variants:` entry: mode, arch (canonical code), shape (the mode's default when absent, planned from the
-    training lists for `auto`), overrides."""
+def _preset(value: Any, where: str) -> str:
+    """The study's `preset:`, one of the named presets."""
+    if not isinstance(value, str) or value not in PRESETS:
+        raise UserError(f"{where}: preset must be one of {', '.join(PRESETS)}, got {value!r}")
+    return value
+
+
+def _variant(value: Any, index: int, where: str, lists: list[DataList], study_cube: Any, preset: str) -> Variant:
+    """One `variants:` entry: mode, arch (canonical code), shape (the preset's for the mode when absent, planned
+    from the training lists for `auto`), overrides."""
     from spine_keras.models.registry import arch_code
 
     what = f"variants[{index}]"
@@ -424,7 +439,7 @@ def _variant(value: Any, index: int, where: str, lists: list[DataList], study_cu
         arch = arch_code(item.get("arch", ""))
     except UserError as exc:
         raise UserError(f"{where}: {what}.arch: {exc}") from exc
-    shape = item.get("shape") or DEFAULT_SHAPE[mode]
+    shape = item.get("shape") or cube_shape(preset, mode)
     cube = _mapping(item.get("cube") or {}, where, f"{what}.cube")
     if isinstance(shape, str) and shape.strip().lower() == "auto":
         merged = {**_mapping(study_cube, where, "cube"), **cube}

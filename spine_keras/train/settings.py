@@ -1,4 +1,5 @@
-"""Every training setting as one dataclass: defaults, then a JSON/YAML `--config` file, then flags."""
+"""Every training setting as one dataclass: defaults (a named preset's, see spine_keras.presets), then a JSON/YAML
+`--config` file, then flags."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from spine_keras.choices import (
     UPSAMPLINGS,
 )
 from spine_keras.errors import UserError
+from spine_keras.presets import DEFAULT_PRESET, PRESETS, train_shown, train_values
 
 DEFAULT_BATCH = {"2d": 8, "3d": 2}
 CUBE_CHECKS = ("full", "quick")  # spine-train --check-cube: read every value before training, or the layout only
@@ -123,23 +125,34 @@ def setting(default: Any, help: str, group: str = "", *, choices: Sequence[str] 
 
 @dataclass
 class TrainSettings:
-    """What to train and how; None means the arch's preset (optimizer, lr, activation, filters) or the default.
+    """What to train and how. A setting left None takes the value of the named `preset` (spine_keras.presets:
+    `recipe` by default, or `paper`) when the object is built, so a recorded config.json holds the resolved values;
+    optimizer, lr, activation and filters may stay None under `paper`: each arch's own paper preset. `depth`,
+    `deep_supervision`, `batch_size`, `steps_per_epoch` and `folds` left None mean the arch's or the default.
 
     Each field with flag metadata (see `setting`) is also a `spine-train --NAME` flag; `augment` is config-only and
     `verbose` is set by `--quiet`.
     """
 
+    preset: str = setting(
+        DEFAULT_PRESET,
+        "named defaults of the settings shown as 'the preset's': recipe (a plain U-Net recipe measured on lumbar "
+        "MRI) or paper (the ICPR 2020 protocol, each arch at its paper preset)",
+        choices=PRESETS,
+    )
     cube: str = setting("cube.h5", "training cube")
-    arch: list[str] = setting(
-        ("uamd",), "arch code, comma list (u1,uvd,uamd) or all; several archs are compared on the same folds"
+    arch: list[str] | None = setting(
+        None,
+        "arch code, comma list (u1,uvd,uamd) or all; several archs are compared on the same folds",
+        shown=train_shown("arch"),
     )
     out: str | None = setting(None, "run folder", shown="runs/<arch>-<2d|3d>-<timestamp>")
-    optimizer: str | None = setting(None, "optimizer", "model", choices=OPTIMIZERS, shown="the arch's preset")
-    lr: float | None = setting(None, "learning rate", "model", shown="the arch's preset")
+    optimizer: str | None = setting(None, "optimizer", "model", choices=OPTIMIZERS, shown=train_shown("optimizer"))
+    lr: float | None = setting(None, "learning rate", "model", shown=train_shown("lr"))
     activation: str | None = setting(
-        None, "activation after each convolution", "model", choices=ACTIVATIONS, shown="the arch's preset"
+        None, "activation after each convolution", "model", choices=ACTIVATIONS, shown=train_shown("activation")
     )
-    filters: int | None = setting(None, "initial filters", "model", shown="the arch's preset")
+    filters: int | None = setting(None, "initial filters", "model", shown=train_shown("filters"))
     depth: int | None = setting(None, "pooling levels", "model", shown="the arch's")
     normalization: str = setting("batch", "normalization layer after each convolution", "model", choices=NORMALIZATIONS)
     dropout: float = setting(0.0, "dropout rate", "model")
@@ -155,41 +168,55 @@ class TrainSettings:
     )
     ce_weight: float = setting(1.0, "weight of the cross-entropy term", "loss")
     dice_weight: float = setting(1.0, "weight of the Dice term", "loss")
-    epochs: int = setting(100, "most epochs to train", "schedule")
+    epochs: int | None = setting(None, "most epochs to train", "schedule", shown=train_shown("epochs"))
     batch_size: int | None = setting(None, "per replica", "schedule", shown="8 for 2D, 2 for 3D")
     steps_per_epoch: int | None = setting(None, "cap on global steps per epoch", "schedule", shown="one pass")
     folds: int | None = setting(None, "K-fold cross-validation grouped by case", "data", shown="one split")
     fold: str = setting("all", "fold index or all", "data")
     val_fraction: float = setting(0.2, "cases held out without --folds", "data")
     seed: int = setting(0, "seed of the split, the shuffling and the initial weights", "data")
-    online_augment: bool = setting(
-        False, "augment training samples on the fly with the cube's augmentation settings", "data"
+    online_augment: bool | None = setting(
+        None,
+        "augment training samples on the fly with the cube's augmentation settings",
+        "data",
+        shown=train_shown("online_augment"),
     )
     augment: dict[str, Any] | None = None
     strategy: str = setting("auto", "distribution strategy", "performance", choices=STRATEGIES)
     mixed_precision: bool = setting(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU", "performance")
     jit: bool = setting(False, "XLA-compile the forward/backward pass", "performance")
-    patience: int = setting(20, "early stopping on val_miou_nobg, 0 = off", "schedule")
+    patience: int | None = setting(
+        None, "early stopping on val_miou_nobg, 0 = off", "schedule", shown=train_shown("patience")
+    )
     min_delta: float = setting(0.0, "smallest improvement that counts", "schedule")
-    lr_patience: int = setting(
-        10, "epochs without improvement before the learning rate is reduced, 0 = off", "schedule"
+    lr_patience: int | None = setting(
+        None,
+        "epochs without improvement before the learning rate is reduced, 0 = off",
+        "schedule",
+        shown=train_shown("lr_patience"),
     )
     lr_factor: float = setting(0.5, "learning-rate reduction factor", "schedule")
     min_lr: float = setting(1e-6, "floor of the learning-rate reduction", "schedule")
-    lr_schedule: str = setting(
-        "plateau",
+    lr_schedule: str | None = setting(
+        None,
         "learning rate over the steps: reduced on a val_miou_nobg plateau (--lr-patience, --lr-factor, --min-lr; "
         "plateau only), constant, or cosine or poly ((1 - t/T)^0.9) decay to 0 at the last step",
         "schedule",
         choices=LR_SCHEDULES,
+        shown=train_shown("lr_schedule"),
     )
     warmup_epochs: int = setting(0, "epochs of linear warm-up from lr/10 to lr, step by step", "schedule")
-    keep: str = setting(
-        "best", "the model a run keeps: the best epoch on val_miou_nobg, or the last epoch", "schedule", choices=KEEPS
+    keep: str | None = setting(
+        None,
+        "the model a run keeps: the best epoch on val_miou_nobg, or the last epoch",
+        "schedule",
+        choices=KEEPS,
+        shown=train_shown("keep"),
     )
     verbose: int = 1
 
     def __post_init__(self) -> None:
+        self._resolve_preset()
         self.arch = parse_archs(self.arch)
         self.fold = str(self.fold).strip().lower()
         self.cube = str(self.cube) if isinstance(self.cube, os.PathLike) else self.cube
@@ -205,6 +232,15 @@ class TrainSettings:
         for name, ok, expected in self._checks():
             if not ok:
                 raise SettingError(name, expected, getattr(self, name))
+
+    def _resolve_preset(self) -> None:
+        """Fill every setting left None with the preset's value (None stays None where the preset defers to each
+        arch's own paper preset)."""
+        if not isinstance(self.preset, str) or self.preset not in PRESETS:
+            raise SettingError("preset", _one_of(PRESETS), self.preset)
+        for name, value in train_values(self.preset).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def _checks(self) -> list[tuple[str, bool, str]]:
         """(setting, holds, what it must be) for every choice and range rule."""
