@@ -4,7 +4,7 @@
 gives (a flag, a --config value, a study key) overrides the preset's. Nothing here imports more than the standard
 library, so the commands build their parsers and `--help` from it without NumPy or TensorFlow.
 
-- `recipe`: what measured best on real lumbar MRI (studies/ablation.yaml, variant 2d-u1): a plain U-Net (`u1`, 16
+- `recipe`: what measured best on real lumbar MRI (studies/ablation.yaml, variant 2d-u1-native): a plain U-Net (`u1`, 16
   filters, Adam 1e-3, ReLU) on z-scored slices at the planner's native in-plane shape (`--shape auto`), mild
   augmentation on the fly (rotation 10 degrees, zoom 0.9-1.1, shift 0.05, no flips, noise or blur; no offline
   copies), 10 epochs with a cosine decay, keeping the last epoch (no early stopping, no plateau reduction).

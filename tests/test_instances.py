@@ -90,6 +90,18 @@ def test_baseline_splits_names_and_merges() -> None:
     assert not small.any()  # each box is 0.144 ml
 
 
+def test_baseline_drops_fragments_by_share_of_the_median() -> None:
+    truth = three_boxes()
+    fragment = truth > 0
+    fragment[-1, 2:4, 2:4] = True  # 4 voxels under L3, their own component: 4/144 of a vertebra
+    kept = baseline_levels(fragment, (1.0, 1.0, 1.0), ["L1", "L2", "L3"], min_ml=0.0)
+    assert kept[-1, 2, 2] == L3 and kept[15, 3, 3] == L2  # named as L3: every level above shifts by one
+    dropped = baseline_levels(fragment, (1.0, 1.0, 1.0), ["L1", "L2", "L3"], min_ml=0.0, min_fraction=0.25)
+    np.testing.assert_array_equal(dropped, truth)
+    same = baseline_levels(truth > 0, (1.0, 1.0, 1.0), ["L1", "L2", "L3"], min_ml=0.0, min_fraction=1.0)
+    np.testing.assert_array_equal(same, truth)  # equal boxes are all at the median
+
+
 def test_name_found_anchors() -> None:
     assert name_found(3, ["L1", "L2", "L3", "L4", "L5"]) == ["L3", "L4", "L5"]
     assert name_found(2, ["T12", "L1", "L2"], anchor="top") == ["T12", "L1"]

@@ -16,11 +16,10 @@ from spine_keras.data import case_folds
 from spine_keras.errors import UserError
 from spine_keras.instances.cases import mask_case_ids
 from spine_keras.instances.config import InstanceConfig
-from spine_keras.instances.figure import pick_cases
+from spine_keras.instances.figure import level_colour, pick_cases
 from spine_keras.instances.folds import held_out_cases, route_held_out
 from spine_keras.io import ListEntry, Volume, parse_list, read_volume, write_volume
 from spine_keras.levels import LEVEL_IDS
-from spine_keras.outputs import class_colour
 
 CASES = [f"VB3_{i:02d}" for i in range(1, 16)]
 
@@ -202,7 +201,7 @@ def test_level_figure_of_a_baseline(tmp_path: Path, instance_masks, capsys: pyte
     pixels = (matplotlib.image.imread(png)[..., :3] * 255).round()
     assert png.stat().st_size < 300_000 and pixels.shape[0] > pixels.shape[1]  # three rows of two panels
     for level, present in (("L3", True), ("L4", True), ("L5", True), ("L1", False)):
-        colour = np.array([int(class_colour(LEVEL_IDS[level])[i : i + 2], 16) for i in (1, 3, 5)])
+        colour = np.array([int(level_colour(LEVEL_IDS[level])[i : i + 2], 16) for i in (1, 3, 5)])
         assert bool(np.any(np.all(np.abs(pixels - colour) <= 2, axis=-1))) == present, level
     assert main(["figure", str(out), str(images), "--out", str(png)]) == 2  # exists: --force
     assert "--force" in capsys.readouterr().err

@@ -58,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
     baseline.add_argument("--out", required=True, help="output folder to create (must not exist or be empty)")
     baseline.add_argument("--vertebra-class", type=in_range(int, 1, 255), default=1, help="the mask's vertebra id")
     baseline.add_argument("--min-ml", type=in_range(float, 0.0), default=1.0, help="smallest component kept (ml)")
+    baseline.add_argument(
+        "--min-fraction",
+        type=in_range(float, 0.0, 1.0),
+        default=0.0,
+        help="drop components smaller than this share of the median component's volume, e.g. 0.25 (default 0: keep)",
+    )
     export = commands.add_parser("export", help="SavedModel + metadata + single-file reference traversal")
     export.add_argument("run", help="run folder written by `spine-instances train`")
     export.add_argument("--out", default=None, help="export folder to create (default RUN/export)")
@@ -193,7 +199,9 @@ def _baseline(args: argparse.Namespace) -> int:
     out = check_folder(args.out, "output folder", empty=True)
     check_labels(entries, levels)
     with _staged(out) as folder:
-        summary = baseline_list(entries, folder, levels, args.anchor, args.vertebra_class, args.min_ml)
+        summary = baseline_list(
+            entries, folder, levels, args.anchor, args.vertebra_class, args.min_ml, args.min_fraction
+        )
     _report(len(entries), out, summary)
     return 0
 

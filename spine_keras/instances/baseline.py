@@ -15,17 +15,29 @@ from scipy import ndimage
 from spine_keras.levels import LEVEL_IDS, id_centres, name_found
 
 DEFAULT_MIN_ML = 1.0  # components smaller than this (ml) are noise, not vertebrae
+DEFAULT_MIN_FRACTION = 0.0  # components smaller than this share of the median component are dropped (0 = keep)
 
 
-def components(mask: np.ndarray, spacing: Sequence[float], min_ml: float = DEFAULT_MIN_ML) -> np.ndarray:
+def components(
+    mask: np.ndarray,
+    spacing: Sequence[float],
+    min_ml: float = DEFAULT_MIN_ML,
+    min_fraction: float = DEFAULT_MIN_FRACTION,
+) -> np.ndarray:
     """Face-connected components of a boolean mask (int32 ids 1..n, top to bottom along axis 0), those under
-    `min_ml` millilitres dropped."""
+    `min_ml` millilitres dropped, then those under `min_fraction` of the median remaining component's volume.
+
+    The second rule keeps the components consistent with a spine: neighbouring vertebral bodies differ in volume by
+    far less than a factor of four, so a component that small is a fragment (a partly segmented sacrum or a vertebra
+    cut by the field of view), and naming it would shift every level counted past it."""
     parts, count = ndimage.label(np.asarray(mask, dtype=bool))
     if not count:
         return parts
     sizes = np.bincount(parts.reshape(-1), minlength=count + 1) * float(np.prod(spacing)) / 1000.0
     keep = np.flatnonzero(sizes >= min_ml)
     keep = keep[keep != 0]
+    if min_fraction > 0 and keep.size:
+        keep = keep[sizes[keep] >= min_fraction * float(np.median(sizes[keep]))]
     kept = np.where(np.isin(parts, keep), parts, 0)
     centres = id_centres(kept)
     table = np.zeros(count + 1, np.int32)
@@ -50,6 +62,7 @@ def baseline_levels(
     levels: list[str],
     anchor: str = "bottom",
     min_ml: float = DEFAULT_MIN_ML,
+    min_fraction: float = DEFAULT_MIN_FRACTION,
 ) -> np.ndarray:
     """Semantic vertebra mask -> connected components -> order along axis 0 -> level-id instance map (uint8)."""
-    return to_levels(components(mask, spacing, min_ml), levels, anchor)
+    return to_levels(components(mask, spacing, min_ml, min_fraction), levels, anchor)

@@ -2,8 +2,9 @@
 per-vertebra Dice), the sagittal slice through the most vertebra voxels, truth beside prediction, each vertebra
 coloured by its level.
 
-A level keeps one colour in every figure: level id i gets `outputs.class_colour(i)`, so any 16 neighbouring levels
-(C1..S1 has 25) have distinct colours; the legend names the levels shown. The sagittal slice is axis 2 of the
+A level keeps one colour in every figure: level id i gets `level_colour(i)`, one of seven strongly different
+colours in turn, so any seven neighbouring levels (T11..L5, say) are told apart at a glance; the legend names the
+levels shown. The sagittal slice is axis 2 of the
 shared data (axis 0 runs superior -> inferior, drawn top to bottom).
 """
 
@@ -24,6 +25,8 @@ from spine_keras.levels import LEVELS, level_name
 DPI = 80
 ALPHA = 0.55  # opacity of the level colours over the image
 SLICE_AXIS = 2  # sagittal slices of the shared data: volume[:, :, k]
+# red, green, blue, yellow, orange, cyan, magenta: neighbours along the spine never share or nearly share a colour
+LEVEL_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#42d4f4", "#f032e6")
 
 
 @dataclasses.dataclass
@@ -122,13 +125,18 @@ def _view(folder: Path, entry: ListEntry, levels: list[str], role: str, dice: fl
     )
 
 
+def level_colour(level_id: int) -> str:
+    """The fixed colour of level id `level_id` (C1 = 1 .. S1 = 25) as '#rrggbb'."""
+    return LEVEL_COLOURS[level_id % len(LEVEL_COLOURS)]
+
+
 def level_overlay(levels: np.ndarray) -> np.ndarray:
     """RGBA (float) colouring each level id with its fixed colour at `ALPHA`; background transparent."""
     from matplotlib.colors import to_rgb
 
     table = np.zeros((len(LEVELS) + 1, 4))
     for number in range(1, len(LEVELS) + 1):
-        table[number] = (*to_rgb(outputs.class_colour(number)), ALPHA)
+        table[number] = (*to_rgb(level_colour(number)), ALPHA)
     return table[np.clip(np.asarray(levels, dtype=np.intp), 0, len(LEVELS))]
 
 
@@ -149,7 +157,7 @@ def _draw(views: list[SliceView], png: Path) -> Path:
             shown.update(int(i) for i in np.unique(labels) if 0 < i <= len(LEVELS))
         row = view.row
         pair[0].set_title(f"{row.role}: {row.case}, mean Dice {row.mean_dice:.3f}\ntruth", fontsize=7)
-    handles = [Patch(facecolor=outputs.class_colour(i), label=level_name(i)) for i in sorted(shown)]
+    handles = [Patch(facecolor=level_colour(i), label=level_name(i)) for i in sorted(shown)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7) or 1, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))
     return outputs.save_figure(fig, png, dpi=DPI)

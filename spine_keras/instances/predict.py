@@ -44,13 +44,21 @@ def predict_held_out(
 
 
 def baseline_list(
-    entries: list[ListEntry], out: Path, levels: list[str], anchor: str, vertebra_class: int, min_ml: float
+    entries: list[ListEntry],
+    out: Path,
+    levels: list[str],
+    anchor: str,
+    vertebra_class: int,
+    min_ml: float,
+    min_fraction: float = 0.0,
 ) -> dict | None:
-    """The baseline on every `mask,truth` line: the mask's `vertebra_class` voxels split into components."""
+    """The baseline on every `mask,truth` line: the mask's `vertebra_class` voxels split into components (those
+    under `min_ml` ml or `min_fraction` of the median component dropped)."""
 
     def one(entry: ListEntry):
         mask = read_volume(entry.image, entry.source)
-        ids = baseline_levels(np.asarray(mask.array) == vertebra_class, mask.spacing, levels, anchor, min_ml)
+        vertebra = np.asarray(mask.array) == vertebra_class
+        ids = baseline_levels(vertebra, mask.spacing, levels, anchor, min_ml, min_fraction)
         return Volume(ids, mask.spacing, mask.origin, mask.direction), None, None
 
     return _run(entries, out, levels, one)
