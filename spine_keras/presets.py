@@ -21,6 +21,7 @@ from typing import Any
 
 PRESETS = ("recipe", "paper")
 DEFAULT_PRESET = "recipe"
+LEGACY_PRESET = "paper"  # the defaults of a run recorded before presets existed (its config.json names none)
 ARCH_OWN = "the arch's"  # how --help names a value that each arch's paper preset supplies (None in the data)
 
 # The sample shape per mode; "auto" asks the planner (spine_keras.planner) for the list's native shape.
@@ -71,7 +72,6 @@ TRAIN: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
                 "lr_schedule": "cosine",
                 "keep": "last",
                 "patience": 0,
-                "lr_patience": 0,
                 "online_augment": True,
             }
         ),
@@ -86,7 +86,6 @@ TRAIN: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
                 "lr_schedule": "plateau",
                 "keep": "best",
                 "patience": 20,
-                "lr_patience": 10,
                 "online_augment": False,
             }
         ),

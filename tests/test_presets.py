@@ -64,7 +64,7 @@ RECIPE_TRAIN = {
     "lr_schedule": "cosine",
     "keep": "last",
     "patience": 0,
-    "lr_patience": 0,
+    "lr_patience": 10,  # not a preset value; used by the plateau schedule only
     "online_augment": True,
 }
 RECIPE_AUGMENT = {"rotation": 10.0, "zoom": (0.9, 1.1), "shift": 0.05, "flip_prob": 0.0, "noise_prob": 0.0}
@@ -105,6 +105,21 @@ def test_a_given_value_overrides_the_preset(tmp_path):
     assert resolved(settings, "uamd") == ("adam", 0.00033, "relu", 8)
     flagged = merge_settings(config, {"preset": "recipe"})  # a flag's preset wins over the file's
     assert (flagged.epochs, flagged.filters, flagged.optimizer, flagged.keep) == (7, 8, "adam", "last")
+
+
+def test_a_run_config_as_config_file_keeps_its_preset(tmp_path):
+    old = TrainSettings(preset="paper", arch="uamd", cube="c.h5").to_dict()
+    del old["preset"]  # a run recorded before presets existed: optimizer, lr, ... None = the arch's own
+    (tmp_path / "config.json").write_text(json.dumps({"settings": old}))
+    settings = merge_settings(tmp_path / "config.json", {"epochs": 3})
+    assert settings.preset == "paper" and resolved(settings, "uamd") == PAPER_ARCHS["uamd"]
+    with pytest.raises(UserError, match="resolved under the 'paper' preset; drop --preset"):
+        merge_settings(tmp_path / "config.json", {"preset": "recipe"})
+
+
+def test_plateau_under_the_recipe_still_reduces():
+    settings = TrainSettings(lr_schedule="plateau")
+    assert settings.preset == "recipe" and settings.lr_patience == 10
 
 
 @pytest.mark.parametrize("name", ["recipe", "paper"])
@@ -229,3 +244,17 @@ def test_bad_preset_flag_or_config_value_is_refused_in_one_line(refusal, tmp_pat
     refusal.check(
         "train", "--config", "bad.yaml", match=r"preset in config file 'bad\.yaml' must be one of recipe, paper"
     )
+
+
+def test_the_recipe_refuses_to_replay_a_paper_cubes_augmentation_on_the_fly(pair_list, tmp_path, capsys):
+    from spine_keras.cli.make_cube import main as make_cube
+    from spine_keras.cli.train import main as train
+
+    cube = tmp_path / "paper.h5"
+    assert make_cube([str(pair_list(2)), "-o", str(cube), "--preset", "paper", "--shape", "32,32", "--quiet"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert train(["--cube", str(cube), "--out", str(run), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds the paper's augmentation ranges" in err and "--no-online-augment" in err and "\n" not in err
+    assert not run.exists()

@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_sampling_flags(p.add_argument_group("samples"))
     _add_preprocessing_flags(p.add_argument_group("preprocessing"))
-    _add_augmentation_flags(p.add_argument_group("augmentation (offline copies)"))
+    _add_augmentation_flags(p.add_argument_group("augmentation (offline copies; on the fly: spine-train)"))
     return p
 
 
@@ -77,7 +77,8 @@ def _add_sampling_flags(s: argparse._ArgumentGroup) -> None:
         "--stride",
         type=ints,
         default=None,
-        help="3d: tile patches of --shape with this stride (default: resize the whole volume to --shape)",
+        help="3d: tile patches of --shape with this stride (default: the plan's with --shape auto, else resize "
+        "the whole volume to --shape)",
     )
     s.add_argument(
         "--background-keep",

@@ -15,10 +15,10 @@ from spine_keras.cli import CliParser, add_verbose_flag, one_line, quiet_tensorf
 from spine_keras.cli.flags import add_settings_flags
 from spine_keras.destinations import check_folder
 from spine_keras.errors import UserError
+from spine_keras.presets import LEGACY_PRESET
 from spine_keras.train.settings import CUBE_CHECKS, GROUPS, TrainSettings, merge_settings
 
 RESUME_OVERRIDES = ("epochs", "verbose")
-LEGACY_PRESET = "paper"  # the defaults of a run recorded before presets existed
 EXIT_DIVERGED = 3  # the run started and failed (NaN or infinite loss): not a mistake in the input (exit 2)
 
 
@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="DIR",
-        help="after training, export the best bundle as a SavedModel (default DIR: RUN/export)",
+        help="after training, export the kept bundle (--keep) as a SavedModel (default DIR: RUN/export)",
     )
     p.add_argument(
         "--check-cube",

@@ -126,7 +126,10 @@ def check_batch(global_batch: int, splits: list[Split], what: str) -> None:
 
 
 def augment_config(settings: TrainSettings, cube: CubeInfo) -> AugmentConfig | None:
-    """Online augmentation settings: the config file's `augment`, else the cube's (its ranges), else the defaults."""
+    """Online augmentation settings: the config file's `augment`, else the cube's (its ranges), else the defaults.
+
+    The recipe refuses to replay a `--preset paper` cube's heavy ranges on the fly: that combination is never what
+    the recipe measured, and it would pass silently."""
     if not settings.online_augment:
         return None
     import dataclasses
@@ -135,6 +138,13 @@ def augment_config(settings: TrainSettings, cube: CubeInfo) -> AugmentConfig | N
 
     from spine_keras.augment import AugmentConfig, sample_params
 
+    built_under = (cube.attrs.get("config") or {}).get("preset")
+    if settings.augment is None and settings.preset == "recipe" and built_under == "paper":
+        raise UserError(
+            f"cube '{settings.cube}' holds the paper's augmentation ranges (flips, noise, blur), which the recipe "
+            "would apply on the fly: rebuild the cube without --preset paper, or train with --preset paper "
+            "(add --online-augment to augment on the fly) or --no-online-augment"
+        )
     fields = {f.name for f in dataclasses.fields(AugmentConfig)}
     from_cube = {k: v for k, v in (cube.attrs.get("augment") or {}).items() if k in fields}  # not `copies`
     try:

@@ -23,7 +23,7 @@ from spine_keras.choices import (
     UPSAMPLINGS,
 )
 from spine_keras.errors import UserError
-from spine_keras.presets import DEFAULT_PRESET, PRESETS, train_shown, train_values
+from spine_keras.presets import DEFAULT_PRESET, LEGACY_PRESET, PRESETS, train_shown, train_values
 
 DEFAULT_BATCH = {"2d": 8, "3d": 2}
 CUBE_CHECKS = ("full", "quick")  # spine-train --check-cube: read every value before training, or the layout only
@@ -189,11 +189,8 @@ class TrainSettings:
         None, "early stopping on val_miou_nobg, 0 = off", "schedule", shown=train_shown("patience")
     )
     min_delta: float = setting(0.0, "smallest improvement that counts", "schedule")
-    lr_patience: int | None = setting(
-        None,
-        "epochs without improvement before the learning rate is reduced, 0 = off",
-        "schedule",
-        shown=train_shown("lr_patience"),
+    lr_patience: int = setting(
+        10, "epochs without improvement before the learning rate is reduced (plateau only), 0 = off", "schedule"
     )
     lr_factor: float = setting(0.5, "learning-rate reduction factor", "schedule")
     min_lr: float = setting(1e-6, "floor of the learning-rate reduction", "schedule")
@@ -352,10 +349,30 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
     return data.get("settings", data) if isinstance(data.get("settings"), dict) else data
 
 
+def _is_run_config(path: Path | str) -> bool:
+    """Whether `path` is a run folder's config.json (its settings under a `settings` mapping)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("settings"), dict)
+
+
 def merge_settings(config_file: Path | str | None, flags: dict[str, Any]) -> TrainSettings:
-    """Defaults, overridden by the config file, overridden by the flags given on the command line."""
+    """Defaults, overridden by the config file, overridden by the flags given on the command line.
+
+    A run's config.json holds resolved values: one written before presets existed names no preset and was trained
+    with the paper's defaults (None meaning each arch's own), so it reads as `paper`; and a `--preset` flag cannot
+    change the preset of a file whose values were already resolved under another one."""
     data = read_config_file(config_file) if config_file else {}
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if config_file and _is_run_config(config_file):
+        recorded = data.setdefault("preset", LEGACY_PRESET)
+        if "preset" in flags and flags["preset"] != recorded:
+            raise UserError(
+                f"--preset {flags['preset']}: config file '{config_file}' holds a run's settings resolved under the "
+                f"{recorded!r} preset; drop --preset, or give the settings to change as flags"
+            )
     origins = {k: f"config file '{config_file}'" for k in data}
     data.update(flags)
     origins.update({k: "flag" for k in flags})
