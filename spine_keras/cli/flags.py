@@ -52,7 +52,7 @@ def add_dataclass_flags(
             type=kind,
             default=argparse.SUPPRESS,
             metavar=metavar,
-            help=f"(default {shown})",
+            help=f"{field.metadata.get('help', '')} (default {shown})".strip(),
         )
 
 

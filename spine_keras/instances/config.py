@@ -8,6 +8,12 @@ import math
 
 from spine_keras.errors import UserError
 
+
+def _field(default: object, text: str) -> object:
+    """A field whose `help` metadata is its spine-instances train flag's --help text."""
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
 MAX_PATCH = 256  # voxels per side of a patch (a 256^3 float32 patch is 64 MiB, before the network)
 
 
@@ -15,22 +21,22 @@ MAX_PATCH = 256  # voxels per side of a patch (a 256^3 float32 patch is 64 MiB, 
 class InstanceConfig:
     """What the network sees and how it learns. Sizes are in isotropic voxels of `spacing_mm`."""
 
-    spacing_mm: float = 2.0  # isotropic resampling before the network
-    patch: tuple[int, int, int] = (48, 48, 48)  # patch shape; must hold a whole vertebra; divisible by 2**depth
-    filters: int = 8  # channels of the first level, doubled per level
-    depth: int = 3  # poolings in the U-Net
-    empty_fraction: float = 0.25  # share of training patches whose target is empty
-    jitter: float = 0.2  # random shift of a patch from its vertebra's centre, as a fraction of the patch
-    weight_gamma: float = 8.0  # boundary weighting: 1 + gamma * exp(-d^2 / sigma^2), d = distance to the surface
-    weight_sigma_mm: float = 6.0
-    batch: int = 2
-    steps: int = 50  # steps per epoch
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    seed: int = 0
-    threshold: float = 0.5  # mask probability that counts as vertebra
-    min_ml: float = 2.0  # the smallest vertebra (ml) the traversal accepts
-    max_vertebrae: int = 30
+    spacing_mm: float = _field(2.0, "isotropic voxel size (mm) the volumes are resampled to")
+    patch: tuple[int, int, int] = _field((48, 48, 48), "patch shape; must hold a whole vertebra; divisible by 2**depth")
+    filters: int = _field(8, "channels of the first level, doubled per level")
+    depth: int = _field(3, "poolings in the U-Net")
+    empty_fraction: float = _field(0.25, "share of training patches whose target is empty")
+    jitter: float = _field(0.2, "random shift of a patch from its vertebra's centre, as a fraction of the patch")
+    weight_gamma: float = _field(8.0, "boundary weighting 1 + gamma * exp(-d^2 / sigma^2), d: distance to the surface")
+    weight_sigma_mm: float = _field(6.0, "sigma (mm) of the boundary weighting")
+    batch: int = _field(2, "patches per step")
+    steps: int = _field(50, "steps per epoch")
+    epochs: int = _field(10, "epochs of --steps steps")
+    learning_rate: float = _field(1e-3, "Adam learning rate")
+    seed: int = _field(0, "seed of the samples and the initial weights")
+    threshold: float = _field(0.5, "mask probability that counts as vertebra")
+    min_ml: float = _field(2.0, "the smallest vertebra (ml) the traversal accepts")
+    max_vertebrae: int = _field(30, "most vertebrae one traversal adds")
 
     def __post_init__(self) -> None:
         whole = [f.name for f in dataclasses.fields(self) if f.type == "int"]
