@@ -331,8 +331,9 @@ def parse_archs(value: str | list[str]) -> list[str]:
     return list(dict.fromkeys(codes))
 
 
-def read_config_file(path: Path | str) -> dict[str, Any]:
-    """Settings from a JSON or YAML file (a mapping of setting names to values)."""
+def read_config_file(path: Path | str) -> tuple[dict[str, Any], bool]:
+    """Settings from a JSON or YAML file (a mapping of setting names to values), and whether the file is a run
+    folder's config.json (its settings under a `settings` mapping)."""
     import yaml
 
     path = Path(path)
@@ -346,16 +347,8 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
         raise UserError(f"config file '{path}' is not valid {path.suffix[1:].upper() or 'JSON'}: {exc}") from exc
     if not isinstance(data, dict):
         raise UserError(f"config file '{path}' must hold a mapping of settings, e.g. {{\"epochs\": 50}}")
-    return data.get("settings", data) if isinstance(data.get("settings"), dict) else data
-
-
-def _is_run_config(path: Path | str) -> bool:
-    """Whether `path` is a run folder's config.json (its settings under a `settings` mapping)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("settings"), dict)
+    run_config = isinstance(data.get("settings"), dict)
+    return (data["settings"] if run_config else data), run_config
 
 
 def merge_settings(config_file: Path | str | None, flags: dict[str, Any]) -> TrainSettings:
@@ -364,9 +357,9 @@ def merge_settings(config_file: Path | str | None, flags: dict[str, Any]) -> Tra
     A run's config.json holds resolved values: one written before presets existed names no preset and was trained
     with the paper's defaults (None meaning each arch's own), so it reads as `paper`; and a `--preset` flag cannot
     change the preset of a file whose values were already resolved under another one."""
-    data = read_config_file(config_file) if config_file else {}
+    data, run_config = read_config_file(config_file) if config_file else ({}, False)
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    if config_file and _is_run_config(config_file):
+    if run_config:
         recorded = data.setdefault("preset", LEGACY_PRESET)
         if "preset" in flags and flags["preset"] != recorded:
             raise UserError(
