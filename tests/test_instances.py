@@ -167,6 +167,27 @@ def test_sample_memory_holds_exactly_the_vertebrae_before_the_target(phantom_cas
         np.testing.assert_array_equal(sample.target > 0, ranked == sample.rank)
 
 
+def test_stop_samples_sit_where_the_traversal_looks_after_the_last_vertebra(phantom_case: LabelledCase) -> None:
+    """A third of the empty targets show the patch at `next_centre` of the last vertebra with every vertebra in
+    memory: the query on which the traversal must stop rather than take the unlabelled vertebra below."""
+    from spine_keras.instances.reference import crop, next_centre
+
+    config = InstanceConfig(spacing_mm=2.0, patch=(24, 24, 16), depth=2, empty_fraction=0.99, jitter=0.0)
+    case = training_view(phantom_case, config.spacing_mm)
+    count = int(case.ranked.max())
+    last = case.ranked == count
+    stop = next_centre(last)
+    rows = np.flatnonzero(last.any(axis=(1, 2)))
+    assert stop[0] == round(float(np.nonzero(last)[0].mean())) + rows[-1] - rows[0] + 1
+    expected = crop(case.image, stop, config.patch)
+    samples = [sample_for_step([case], config, i) for i in range(60)]
+    at_stop = [s for s in samples if np.array_equal(s.inputs[..., 0], expected)]
+    assert 10 <= len(at_stop) <= 30  # about a third of 60
+    for sample in at_stop:
+        np.testing.assert_array_equal(sample.inputs[..., 1] > 0, crop(case.ranked, stop, config.patch) > 0)
+        assert sample.rank == 0 and not sample.target.any()
+
+
 def test_boundary_weights_fall_with_distance() -> None:
     config = InstanceConfig(spacing_mm=1.0, weight_gamma=8.0, weight_sigma_mm=2.0)
     target = np.zeros((16, 16, 16), bool)

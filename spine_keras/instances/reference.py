@@ -152,11 +152,17 @@ def traverse(image: np.ndarray, predict: Predict, settings: dict) -> tuple[np.nd
         completeness.append(complete)
         ranked[mask] = len(completeness)
         memory |= mask
-        rows = np.flatnonzero(mask.any(axis=(1, 2)))
-        below = list(_centre(mask))
-        below[0] = min(int(below[0] + rows[-1] - rows[0] + 1), image.shape[0] - 1)
-        found = follow(image, memory, predict, tuple(below), settings)
+        found = follow(image, memory, predict, next_centre(mask), settings)
     return ranked, completeness
+
+
+def next_centre(mask: np.ndarray) -> tuple[int, ...]:
+    """Where the traversal looks for the vertebra after `mask`: its centre moved down (axis 0) by its height,
+    kept inside the volume."""
+    rows = np.flatnonzero(mask.any(axis=(1, 2)))
+    below = list(_centre(mask))
+    below[0] = min(int(below[0] + rows[-1] - rows[0] + 1), mask.shape[0] - 1)
+    return tuple(below)
 
 
 def level_names(count: int, metadata: dict) -> list[str | None]:

@@ -3,8 +3,11 @@
 A sample is a patch around a random vertebra k (its centre shifted by up to `jitter` of the patch): the memory
 channel holds every vertebra before k in traversal order (top to bottom), as the traversal's memory does when it
 reaches k, and the target is vertebra k. The target is never a later vertebra, however much of it shows. A share
-`empty_fraction` of the patches has an empty target, so that the network learns to stop: either every vertebra is
-in memory (the patch around a random vertebra, shifted further), or the patch shows no labelled vertebra at all.
+`empty_fraction` of the patches has an empty target, so that the network learns to stop; in three equal shares,
+every vertebra in memory and the patch around a random vertebra, shifted further; every vertebra in memory and the
+patch where the traversal looks after the last one (`reference.next_centre`, jittered as targets are), so that the
+unlabelled vertebra beyond the list's levels (the sacrum below L5) is not taken for one more; or no labelled
+vertebra in view at all.
 The completeness target says whether vertebra k lies wholly inside the patch and the volume. Voxel weights rise
 near the target's surface, `1 + gamma * exp(-d^2 / sigma^2)` with d the distance in mm to it (Lessmann et al.).
 numpy and scipy only.
@@ -19,7 +22,7 @@ from scipy import ndimage
 
 from spine_keras.instances.cases import TrainingCase
 from spine_keras.instances.config import InstanceConfig
-from spine_keras.instances.reference import crop
+from spine_keras.instances.reference import crop, next_centre
 
 BACKGROUND_TRIES = 20
 
@@ -43,10 +46,14 @@ def draw_sample(case: TrainingCase, config: InstanceConfig, rng: np.random.Gener
     if rng.random() >= config.empty_fraction:
         centre = case.centres[rank] + rng.uniform(-config.jitter, config.jitter, 3) * patch
         return _sample(case, config, np.round(centre).astype(int), rank, rank)
-    if rng.random() < 0.5:
+    kind = rng.random()
+    if kind < 1 / 3:
         centre = case.centres[rank] + rng.uniform(-0.5, 0.5, 3) * patch
-        return _sample(case, config, np.round(centre).astype(int), count + 1, 0)
-    return _sample(case, config, _background_centre(case, patch, rng), 1, 0)
+    elif kind < 2 / 3:
+        centre = next_centre(case.ranked == count) + rng.uniform(-config.jitter, config.jitter, 3) * patch
+    else:
+        return _sample(case, config, _background_centre(case, patch, rng), 1, 0)
+    return _sample(case, config, np.round(centre).astype(int), count + 1, 0)
 
 
 def _background_centre(case: TrainingCase, patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
