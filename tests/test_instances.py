@@ -225,7 +225,14 @@ def oracle(prepared: np.ndarray, ranked: np.ndarray):
     return predict
 
 
-def test_traversal_finds_every_phantom_vertebra_in_order(phantom_case: LabelledCase) -> None:
+@pytest.mark.parametrize("start_at_second", [False, True])
+def test_traversal_finds_every_phantom_vertebra_in_order(
+    phantom_case: LabelledCase, start_at_second: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Down the spine from the start, then up from the first vertebra found: a start scan that takes the second
+    vertebra for the first still gives every vertebra, ranked top to bottom."""
+    from spine_keras.instances import reference
+
     ids = np.zeros(phantom_case.levels.shape, np.int16)
     present = sorted(int(i) for i in np.unique(phantom_case.levels) if i)
     for rank, level in enumerate(present, start=1):
@@ -233,6 +240,17 @@ def test_traversal_finds_every_phantom_vertebra_in_order(phantom_case: LabelledC
     image = np.where(ids > 0, 100.0 + 10 * ids, 0.0).astype(np.float32)
     prepared = isotropic_input(image, (1.0, 1.0, 1.0), 1.0)
     config = InstanceConfig(spacing_mm=1.0, patch=(40, 48, 40), min_ml=1.0)
-    found, completeness = traverse(prepared, oracle(prepared, ids), config.traversal() | {"patch": config.patch})
+    predict = oracle(prepared, ids)
+    if start_at_second:
+        second = tuple(int(round(float(c.mean()))) for c in np.nonzero(ids == 2))
+        memory = ids == 1  # the oracle then segments the second vertebra, as a mistaken start scan does
+        monkeypatch.setattr(
+            reference,
+            "find_start",
+            lambda *_: reference.follow(
+                prepared, memory, predict, second, config.traversal() | {"patch": config.patch}
+            ),
+        )
+    found, completeness = traverse(prepared, predict, config.traversal() | {"patch": config.patch})
     np.testing.assert_array_equal(found, ids)
     assert completeness == [1.0] * len(present)

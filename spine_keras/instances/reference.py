@@ -141,28 +141,38 @@ def find_start(image, predict: Predict, settings: dict):
 def traverse(image: np.ndarray, predict: Predict, settings: dict) -> tuple[np.ndarray, list[float]]:
     """Vertebrae found top to bottom in an isotropic, normalized volume: (map with ids 1..n, completeness of each).
 
+    From the start, the traversal walks down the spine one vertebra at a time, then up from the first one it found:
+    a start scan can take the second vertebra for the first, and the walk up, with every vertebra found in memory,
+    recovers the one above, where training taught the network to stop at the unlabelled vertebra beyond the levels.
     `settings`: patch (voxels per axis), threshold (mask probability), min_voxels (smallest vertebra), max_vertebrae.
     """
-    ranked = np.zeros(image.shape, np.int16)
     memory = np.zeros(image.shape, bool)
+    found_masks: list[np.ndarray] = []
     completeness: list[float] = []
     found = find_start(image, predict, settings)
-    while found is not None and len(completeness) < settings["max_vertebrae"]:
-        mask, complete = found
-        completeness.append(complete)
-        ranked[mask] = len(completeness)
-        memory |= mask
-        found = follow(image, memory, predict, next_centre(mask), settings)
+    for direction in (1, -1):
+        while found is not None and len(found_masks) < settings["max_vertebrae"]:
+            mask, complete = found
+            position = len(found_masks) if direction == 1 else 0
+            found_masks.insert(position, mask)
+            completeness.insert(position, complete)
+            memory |= mask
+            found = follow(image, memory, predict, next_centre(mask, direction), settings)
+        if direction == 1 and found_masks:
+            found = follow(image, memory, predict, next_centre(found_masks[0], -1), settings)
+    ranked = np.zeros(image.shape, np.int16)
+    for rank, mask in enumerate(found_masks, start=1):
+        ranked[mask] = rank
     return ranked, completeness
 
 
-def next_centre(mask: np.ndarray) -> tuple[int, ...]:
-    """Where the traversal looks for the vertebra after `mask`: its centre moved down (axis 0) by its height,
-    kept inside the volume."""
+def next_centre(mask: np.ndarray, direction: int = 1) -> tuple[int, ...]:
+    """Where the traversal looks for the vertebra after `mask`: its centre moved down the spine (axis 0; up for
+    `direction` -1) by its height, kept inside the volume."""
     rows = np.flatnonzero(mask.any(axis=(1, 2)))
-    below = list(_centre(mask))
-    below[0] = min(int(below[0] + rows[-1] - rows[0] + 1), mask.shape[0] - 1)
-    return tuple(below)
+    moved = list(_centre(mask))
+    moved[0] = min(max(int(moved[0] + direction * (rows[-1] - rows[0] + 1)), 0), mask.shape[0] - 1)
+    return tuple(moved)
 
 
 def level_names(count: int, metadata: dict) -> list[str | None]:
