@@ -19,6 +19,7 @@ from spine_keras.cli.train import parser as train_parser
 from spine_keras.cube import read_attrs
 from spine_keras.errors import UserError
 from spine_keras.models import ARCHS, preset
+from spine_keras.presets import DEFAULT_PRESET
 from spine_keras.study.config import StudyConfig
 from spine_keras.train.settings import TrainSettings, merge_settings
 
@@ -227,6 +228,12 @@ def test_study_preset_sets_cube_and_training_and_changes_the_cube_key(pair_list,
     unshaped = [{"mode": "2d", "arch": "u1"}]
     paper_shape = StudyConfig.from_yaml(study_file(tmp_path, lists, preset="paper", variants=unshaped), False)
     assert paper_shape.variants[0].shape == (256, 256)
+
+
+def test_an_empty_preset_in_a_study_file_is_the_default(pair_list, tmp_path):
+    lists = pair_list(2)
+    empty = StudyConfig.from_yaml(study_file(tmp_path, lists, preset=None), check_data=False)
+    assert empty.preset == DEFAULT_PRESET == "recipe"
 
 
 def test_bad_preset_in_a_study_file_is_refused_naming_the_file(pair_list, tmp_path):

@@ -130,7 +130,7 @@ class StudyConfig:
             if key not in data:
                 raise UserError(f"{where}: missing '{key}' (needed keys: data, classes, variants, folds)")
         base = source.resolve().parent
-        preset = _preset(data.get("preset", DEFAULT_PRESET), where)
+        preset = _preset(data.get("preset") or DEFAULT_PRESET, where)  # an empty `preset:` is the default, as `cube:`
         lists, test = _data(data["data"], base, where)
         config = cls(
             source=source,
