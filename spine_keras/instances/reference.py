@@ -141,9 +141,9 @@ def find_start(image, predict: Predict, settings: dict):
 def traverse(image: np.ndarray, predict: Predict, settings: dict) -> tuple[np.ndarray, list[float]]:
     """Vertebrae found top to bottom in an isotropic, normalized volume: (map with ids 1..n, completeness of each).
 
-    From the start, the traversal walks down the spine one vertebra at a time, then up from the first one it found:
-    a start scan can take the second vertebra for the first, and the walk up, with every vertebra found in memory,
-    recovers the one above, where training taught the network to stop at the unlabelled vertebra beyond the levels.
+    From the start, the traversal walks down the spine one vertebra at a time, then up from the first one it found,
+    every vertebra found in memory: a start scan can take the second vertebra for the first, and the walk up adds
+    the one it skipped, then stops as the walk down does, with every labelled vertebra in view in memory.
     `settings`: patch (voxels per axis), threshold (mask probability), min_voxels (smallest vertebra), max_vertebrae.
     """
     memory = np.zeros(image.shape, bool)
