@@ -87,12 +87,11 @@ _CONFIG = None
 
 def _draw_batch(batch: int):
     """Batch `batch` of the run, as fit.sample_dataset builds it."""
-    from spine_keras.instances.samples import sample_for_step
+    from spine_keras.instances.samples import step_arrays
 
-    samples = [sample_for_step(_CASES, _CONFIG, batch * _CONFIG.batch + j) for j in range(_CONFIG.batch)]
-    inputs = np.stack([s.inputs for s in samples]).astype(np.float32)
-    mask = np.stack([np.stack([s.target, s.weight], axis=-1) for s in samples]).astype(np.float32)
-    return inputs, {"mask": mask, "complete": np.float32([[s.complete] for s in samples])}
+    first = batch * _CONFIG.batch
+    inputs, mask, complete = zip(*(step_arrays(_CASES, _CONFIG, first + j) for j in range(_CONFIG.batch)))
+    return np.stack(inputs), {"mask": np.stack(mask), "complete": np.stack(complete)}
 
 
 def train(args: argparse.Namespace) -> None:

@@ -80,13 +80,13 @@ def test_train_with_folds_never_sees_its_held_out_cases(tmp_path: Path, instance
 
     listed = image_list(tmp_path, instance_masks)
     seen: set[str] = set()
-    draw = fit.sample_for_step
+    draw = fit.step_arrays
 
     def spy(cases, config, index):
         seen.update(case.case_id for case in cases)
         return draw(cases, config, index)
 
-    monkeypatch.setattr(fit, "sample_for_step", spy)
+    monkeypatch.setattr(fit, "step_arrays", spy)
     tiny = ["--spacing-mm", "4", "--patch", "16,16,16", "--filters", "2", "--depth", "2", "--steps", "1"]
     run = tmp_path / "run"
     flags = ["--folds", "2", "--fold", "1", "--seed", "3", "--epochs", "1", "--batch", "1", "--out", str(run)]

@@ -10,7 +10,7 @@ import tensorflow as tf
 from spine_keras.instances.cases import TrainingCase
 from spine_keras.instances.config import InstanceConfig
 from spine_keras.instances.network import build_network, compile_network
-from spine_keras.instances.samples import sample_for_step
+from spine_keras.instances.samples import step_arrays
 
 
 def sample_dataset(cases: list[TrainingCase], config: InstanceConfig, start: int = 0) -> tf.data.Dataset:
@@ -18,10 +18,8 @@ def sample_dataset(cases: list[TrainingCase], config: InstanceConfig, start: int
     in parallel and delivered in order, so a run is reproducible whatever the thread count."""
     patch = tuple(config.patch)
 
-    def draw(index: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        sample = sample_for_step(cases, config, int(index))
-        mask = np.stack([sample.target, sample.weight], axis=-1)
-        return sample.inputs, mask, np.float32([sample.complete])
+    def draw(index: np.int64) -> tuple[np.ndarray, ...]:
+        return step_arrays(cases, config, int(index))
 
     def as_tensors(index: tf.Tensor):
         inputs, mask, complete = tf.numpy_function(draw, [index], [tf.float32, tf.float32, tf.float32])

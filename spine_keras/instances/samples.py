@@ -96,3 +96,11 @@ def sample_for_step(cases: list[TrainingCase], config: InstanceConfig, index: in
     (seed, index), so any sample can be redrawn alone and in any order."""
     rng = np.random.default_rng([config.seed, index])
     return draw_sample(cases[int(rng.integers(len(cases)))], config, rng)
+
+
+def step_arrays(cases: list[TrainingCase], config: InstanceConfig, index: int) -> tuple[np.ndarray, ...]:
+    """Sample `index` as the network's training arrays: inputs (P, P, P, 2), the mask target with the voxel
+    weights as its second channel (P, P, P, 2), and completeness (1,); all float32."""
+    sample = sample_for_step(cases, config, index)
+    mask = np.stack([sample.target, sample.weight], axis=-1).astype(np.float32)
+    return sample.inputs.astype(np.float32), mask, np.float32([sample.complete])
