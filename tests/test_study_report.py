@@ -176,6 +176,7 @@ def test_report_tables_and_figures(results: Path, wilcoxon: None) -> None:
     hd95 = summary[("3d-u1", "vertebra", "hd95_mm")]
     assert hd95["missing"] == "1" and float(hd95["mean"]) == pytest.approx(4.0)  # (2 + 6) / 2, case1 undefined
     assert float(hd95["worst"]) == pytest.approx(6.0) and hd95["worst_case"] == "case2"
+    assert not (folder / "case_metrics_by_list.csv").exists()  # one training list: nothing to split
 
     (test,) = read_rows(folder / "wilcoxon.csv")
     assert test["split"] == "val" and test["variant"] == "2d-u1" and test["vs"] == "3d-u1" and test["n"] == "3"
@@ -198,6 +199,31 @@ def test_report_tables_and_figures(results: Path, wilcoxon: None) -> None:
         png = folder / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 1000, name
         assert f"(report/{name}.png)" in text
+
+
+def test_report_scores_each_training_list_apart(results: Path, wilcoxon: None) -> None:
+    """A study trained on two lists (e.g. two sequences) reports each list's held-out cases on their own."""
+    from spine_keras.study.report import write_report
+
+    study = json.loads((results / "study.json").read_text())
+    data = Path(study["data"]["train"][0]["list"]).parent
+    lines = (data / "train.txt").read_text().splitlines(keepends=True)
+    (data / "t1.txt").write_text(lines[0])  # case0
+    (data / "t2.txt").write_text("".join(lines[1:]))  # case1, case2
+    study["data"]["train"] = [{"list": str(data / name), "label_map": None} for name in ("t1.txt", "t2.txt")]
+    (results / "study.json").write_text(json.dumps(study))
+
+    report = write_report(results)
+    rows = read_rows(results / "report" / "case_metrics_by_list.csv")
+    by = {(r["list"], r["variant"], r["class"], r["metric"]): r for r in rows}
+    t2 = by[("t2.txt", "2d-u1", "vertebra", "dice")]
+    assert t2["cases"] == "2" and float(t2["mean"]) == pytest.approx(0.75)  # 0.7 and 0.8
+    assert float(t2["worst"]) == pytest.approx(0.7) and t2["worst_case"] == "case1"
+    t1 = by[("t1.txt", "3d-u1", "disc", "dice")]
+    assert t1["cases"] == "1" and float(t1["mean"]) == pytest.approx(0.7)
+    assert {r["list"] for r in rows} == {"t1.txt", "t2.txt"}
+    text = report.read_text()
+    assert "training list t1.txt" in text and "training list t2.txt" in text
 
 
 def test_report_refuses_a_folder_without_study_json(tmp_path: Path) -> None:

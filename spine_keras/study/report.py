@@ -147,6 +147,32 @@ def case_summary_rows(results: Results) -> list[dict[str, Any]]:
     return rows
 
 
+def list_summary_rows(results: Results) -> list[dict[str, Any]]:
+    """The held-out (val) summary rows once more, per training list, when the study trains on several lists: a
+    model trained on two sequences is judged on each (a good mean can hide one list it fails on)."""
+    owner = training_list_of(results)
+    names = sorted(set(owner.values()))
+    if len(names) < 2:
+        return []
+    rows = []
+    for variant, cases in sorted(results.cases.get("val", {}).items()):
+        for source in names:
+            for name in results.class_names:
+                mine = [r for r in cases if r["class"] == name and owner.get(r["case"]) == source]
+                if mine:
+                    rows += [{"list": source, **_summary("val", variant, name, key, mine)} for key, _ in CASE_METRICS]
+    return rows
+
+
+def training_list_of(results: Results) -> dict[str, str]:
+    """case id -> the file name of the training list that holds it (from the lists named in study.json)."""
+    owner = {}
+    for source in (results.study.get("data") or {}).get("train") or []:
+        for entry in parse_list(_study_path(results, source["list"])):
+            owner[entry.case_id] = Path(source["list"]).name
+    return owner
+
+
 def _summary(split: str, variant: str, name: str, key: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One summary row: statistics over the cases whose value is defined."""
     defined = [r for r in rows if not math.isnan(r[key])]
@@ -444,6 +470,13 @@ def _case_section(results: Results, folder: Path) -> Section:
     for split in SPLITS:
         if results.cases.get(split):
             lines += [f"### {figures.SPLIT_NAMES[split].capitalize()}", "", *case_markdown(summary, split), ""]
+    by_list = list_summary_rows(results)
+    if by_list:
+        outputs.write_csv(by_list, ["list", *header], folder / "case_metrics_by_list.csv")
+        for source in sorted({row["list"] for row in by_list}):
+            mine = [row for row in by_list if row["list"] == source]
+            lines += [f"### {figures.SPLIT_NAMES['val'].capitalize()}, training list {source}", ""]
+            lines += [*case_markdown(mine, "val"), ""]
     note = "Original geometry; HD95 and ASSD in mm. Worst = lowest Dice/IoU, highest distance. Missing = undefined"
     note += " (a distance when the prediction or the truth is empty for that class)."
     return Section("Per case, per class", (lines or ["No predictions yet."]) + [note])
