@@ -103,3 +103,19 @@ def test_montage_colours_each_class_by_its_fixed_colour_and_names_the_classes(tm
         np.testing.assert_allclose(overlay[5, 5], [*vertebra, 0.45])
         assert overlay[12, 12, 3] == 0  # background stays transparent
     np.testing.assert_allclose(overlays[0][0, 0], [*disc, 0.45])
+
+
+def test_montage_wraps_a_title_wider_than_its_one_column(tmp_path: Path, monkeypatch) -> None:
+    """A narrow montage (here two 2.6-inch columns) wraps a long title instead of clipping it."""
+    from spine_keras import outputs
+    from spine_keras.cube.check import TITLE_CHARS_PER_INCH, montage
+
+    drawn = []
+    monkeypatch.setattr(outputs, "save_figure", lambda figure, path, dpi=100: drawn.append(figure) or Path(path))
+    cube = small_cube(tmp_path / "c.h5", n_classes=2, class_names=["background", "vertebra"])
+    title = "study sequences: cube 9d9f228829a9 (2d, 128x128, ignore above labels), originals and augmented copies"
+    montage(cube, tmp_path / "m.png", rows=2, title=title)
+    (figure,) = drawn
+    lines = figure.texts[0].get_text().split("\n")
+    assert len(lines) >= 2 and " ".join(lines) == title  # every word kept, in order
+    assert max(map(len, lines)) <= figure.get_figwidth() * TITLE_CHARS_PER_INCH

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from spine_keras.prepare import SamplingConfig
 from spine_keras.preprocess import IGNORE, PreprocessConfig
 
 BLOCK = 64  # samples read at a time: memory stays bounded whatever the cube's size
+TITLE_CHARS_PER_INCH = 14  # a 9-point title's characters per inch of figure: longer titles wrap, not clip
 
 
 @dataclasses.dataclass
@@ -245,7 +247,8 @@ def montage(
                 ax.set_title(f"{case_ids[sample]} #{positions[sample]}{aug}", fontsize=7)
             for ax in axes[row]:
                 ax.axis("off")
-        fig.suptitle(title or f"{Path(path).name}: originals and augmented copies", fontsize=9)
+        title = title or f"{Path(path).name}: originals and augmented copies"
+        fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * TITLE_CHARS_PER_INCH)), fontsize=9)
         names = attrs.get("class_names") or [f"class_{i}" for i in range(int(attrs["n_classes"]))]
         outputs.add_class_legend(fig, list(names), ignored=ignored)
         fig.tight_layout(rect=(0, 0.25 / fig.get_figheight(), 1, 1))
