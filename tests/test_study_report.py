@@ -225,6 +225,12 @@ def test_report_scores_each_training_list_apart(results: Path, wilcoxon: None) -
     text = report.read_text()
     assert "training list t1.txt" in text and "training list t2.txt" in text
 
+    (data / "t2.txt").unlink()  # a list moved since the study ran: the report is still written, and says why
+    (results / "report" / "case_metrics_by_list.csv").unlink()
+    text = write_report(results).read_text()
+    assert "Not split by training list" in text and "t2.txt" in text
+    assert not (results / "report" / "case_metrics_by_list.csv").exists()
+
 
 def test_report_refuses_a_folder_without_study_json(tmp_path: Path) -> None:
     from spine_keras.errors import UserError

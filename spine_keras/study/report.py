@@ -166,10 +166,14 @@ def list_summary_rows(results: Results) -> list[dict[str, Any]]:
 
 def training_list_of(results: Results) -> dict[str, str]:
     """case id -> the file name of the training list that holds it (from the lists named in study.json)."""
+    sources = [source["list"] for source in (results.study.get("data") or {}).get("train") or []]
+    names = [Path(path).name for path in sources]
+    if len(set(names)) < len(names):  # two lists of the same file name: tell them apart by their paths
+        names = sources
     owner = {}
-    for source in (results.study.get("data") or {}).get("train") or []:
-        for entry in parse_list(_study_path(results, source["list"])):
-            owner[entry.case_id] = Path(source["list"]).name
+    for path, name in zip(sources, names):
+        for entry in parse_list(_study_path(results, path)):
+            owner[entry.case_id] = name
     return owner
 
 
@@ -470,7 +474,10 @@ def _case_section(results: Results, folder: Path) -> Section:
     for split in SPLITS:
         if results.cases.get(split):
             lines += [f"### {figures.SPLIT_NAMES[split].capitalize()}", "", *case_markdown(summary, split), ""]
-    by_list = list_summary_rows(results)
+    try:
+        by_list = list_summary_rows(results)
+    except (UserError, CaseError, OSError) as exc:  # a list moved since the study ran: the rest still reports
+        by_list, lines = [], [*lines, f"Not split by training list ({exc}).", ""]
     if by_list:
         outputs.write_csv(by_list, ["list", *header], folder / "case_metrics_by_list.csv")
         for source in sorted({row["list"] for row in by_list}):
