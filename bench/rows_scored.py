@@ -3,7 +3,8 @@ labelled vertebra left out (the ignore label's scoring), whichever way the varia
 
 A model trained with `ignore_above_labels` is scored by its study without those rows, one trained without it on
 every row; to compare the two, both need both scores. Reads `<results>/predictions/<variant>/val/<case>_seg.nrrd`
-and each case's truth mapped with its list's label map; Dice of the first foreground class. Prints one markdown
+and each case's truth mapped with its list's label map; the vertebra (class 1) Dice of `spine_keras.surface`, as the
+study scores. Prints one markdown
 row per variant (mean and worst of each scoring) and the per-case values with `--cases`.
 
     python bench/rows_scored.py studies/vb3-to-vb2.yaml study-vb3-to-vb2 2d-u1 2d-u1-labelled
@@ -17,14 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from spine_keras.io import parse_list, read_volume
-from spine_keras.preprocess import IGNORE, LabelMap, ignore_above_labels
+from spine_keras.preprocess import LabelMap, ignore_above_labels
 from spine_keras.study.config import StudyConfig
-
-
-def dice(seg: np.ndarray, truth: np.ndarray, scored: np.ndarray) -> float:
-    """Dice of class 1 over the `scored` voxels."""
-    predicted, true = (seg == 1) & scored, (truth == 1) & scored
-    return float(2 * (predicted & true).sum() / max(int(predicted.sum() + true.sum()), 1))
+from spine_keras.surface import surface_metrics
 
 
 def main() -> None:
@@ -38,16 +34,17 @@ def main() -> None:
     cases = [(e, s.label_map) for s in config.train_lists for e in parse_list(s.list)]
     truths = {}
     for entry, label_map in cases:
-        truth = LabelMap.parse(label_map).apply(read_volume(entry.label).array, len(config.classes))
-        truths[entry.case_id] = (truth, ignore_above_labels(truth) != IGNORE)
+        volume = read_volume(entry.label)
+        truth = LabelMap.parse(label_map).apply(volume.array, len(config.classes))
+        truths[entry.case_id] = (truth, ignore_above_labels(truth), volume.spacing)
     print("| variant | every row: mean | worst | rows above the top label left out: mean | worst |")
     print("|---|---|---|---|---|")
     for variant in args.variants:
         every, labelled = [], []
-        for case, (truth, scored) in truths.items():
+        for case, (truth, annotated, spacing) in truths.items():
             seg = read_volume(args.results / "predictions" / variant / "val" / f"{case}_seg.nrrd").array
-            every.append(dice(seg, truth, np.ones(truth.shape, bool)))
-            labelled.append(dice(seg, truth, scored))
+            every.append(surface_metrics(seg, truth, spacing, len(config.classes))[1]["dice"])
+            labelled.append(surface_metrics(seg, annotated, spacing, len(config.classes))[1]["dice"])
             if args.cases:
                 print(f"{variant} {case}: {every[-1]:.4f} {labelled[-1]:.4f}")
         cells = [np.mean(every), min(every), np.mean(labelled), min(labelled)]
