@@ -439,6 +439,8 @@ INSTANCES = [
      r"--filters must be a whole number, not 2.5"),
     ("train-seed-negative", None, ["train", "masks.txt", "--levels", "L3-L5", "--out", "r", "--seed", "-1"],
      r"--seed must be in \[0, 2\*\*32\)"),
+    ("train-lr-schedule-unknown", None, ["train", "masks.txt", "--levels", "L3-L5", "--out", "r", "--lr-schedule",
+     "poly"], r"--lr-schedule must be constant or cosine"),
     ("train-patch-huge", None, ["train", "masks.txt", "--levels", "L3-L5", "--out", "r", "--patch", "512,48,48"],
      r"--patch must be at most 256 a side"),
     ("predict-not-a-run", None, ["predict", "masks.txt", "masks.txt", "--out", "p"], r"'masks.txt' is no "

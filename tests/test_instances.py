@@ -208,6 +208,21 @@ def test_one_training_step(phantom_case: LabelledCase) -> None:
     assert tuple(out["mask"].shape) == (1, 16, 16, 16, 1) and tuple(out["complete"].shape) == (1, 1)
 
 
+@pytest.mark.slow
+def test_cosine_schedule_decays_to_zero_over_the_run(phantom_case: LabelledCase) -> None:
+    from spine_keras.instances.fit import train_network
+    from spine_keras.instances.network import learning_rate
+
+    config = InstanceConfig(
+        spacing_mm=4.0, patch=(16, 16, 16), filters=2, depth=2, steps=2, epochs=2, batch=1, lr_schedule="cosine"
+    )
+    assert [float(learning_rate(config)(t)) for t in (0, 2, 4)] == pytest.approx([1e-3, 5e-4, 0.0], abs=1e-9)
+    assert learning_rate(InstanceConfig()) == 1e-3
+    model, _ = train_network([training_view(phantom_case, config.spacing_mm)], config)
+    assert int(model.optimizer.iterations) == 4
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)  # the rate after the last step
+
+
 def oracle(prepared: np.ndarray, ranked: np.ndarray):
     """A hand-set 'network': in a patch, the topmost vertebra not in memory, recognised by its own intensity;
     complete when it does not touch the patch's border."""

@@ -324,12 +324,16 @@ def test_jobs_runs_steps_in_their_own_processes(finished):
     assert listing.stdout.count("pending") == 0 and listing.stdout.count("done") == 12
 
 
-@pytest.mark.parametrize("name", ["quick", "paper", "ablation"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "studies").glob("*.yaml")))
 def test_shipped_study_files_are_valid(name):
-    """Every study file in studies/ parses and checks (lists, variants, settings), without reading the volumes."""
+    """Every study file in studies/ parses and checks (lists, variants, settings, cubes), without reading the
+    volumes."""
     from spine_keras.study.config import StudyConfig
 
-    config = StudyConfig.from_yaml(Path(__file__).resolve().parents[1] / "studies" / f"{name}.yaml", check_data=False)
+    config = StudyConfig.from_yaml(REPO / "studies" / f"{name}.yaml", check_data=False)
     assert config.folds >= 2 and config.variants
     for variant in config.variants:
         assert config.train_settings(variant, 0, Path("cube.h5"), Path("run")).keep == "last"
+        for index in range(len(config.train_lists)):
+            cube = config.cube_config(variant, index, Path("cube.h5"))
+            assert (cube.preprocess.auto_crop_mm == 10) == variant.name.endswith("-crop")

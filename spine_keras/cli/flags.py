@@ -57,11 +57,13 @@ def add_dataclass_flags(
 
 
 def _flag_type(default: Any) -> tuple[Callable[[str], Any], str, Any]:
-    """(parser, metavar, default as shown) for a field with this default: booleans, numbers, or 'a,b' lists."""
+    """(parser, metavar, default as shown) for a field with this default: booleans, numbers, words, or 'a,b' lists."""
     if isinstance(default, bool):
         return _boolean, "BOOL", default
     if isinstance(default, (int, float)):
         return float, "X", default
+    if isinstance(default, str):
+        return str, "NAME", default
     return numbers, "A,B", ",".join(str(v) for v in default) if isinstance(default, tuple) else default
 
 

@@ -14,6 +14,7 @@ def _field(default: object, text: str) -> object:
     return dataclasses.field(default=default, metadata={"help": text})
 
 
+LR_SCHEDULES = ("constant", "cosine")
 MAX_PATCH = 256  # voxels per side of a patch (a 256^3 float32 patch is 64 MiB, before the network)
 
 
@@ -33,6 +34,7 @@ class InstanceConfig:
     steps: int = _field(50, "steps per epoch")
     epochs: int = _field(10, "epochs of --steps steps")
     learning_rate: float = _field(1e-3, "Adam learning rate")
+    lr_schedule: str = _field("constant", "constant, or cosine: the rate decays to 0 over the run's steps")
     seed: int = _field(0, "seed of the samples and the initial weights")
     threshold: float = _field(0.5, "mask probability that counts as vertebra")
     min_ml: float = _field(2.0, "the smallest vertebra (ml) the traversal accepts")
@@ -63,6 +65,7 @@ class InstanceConfig:
             "--steps": (self.steps >= 1, ">= 1"),
             "--epochs": (self.epochs >= 1, ">= 1"),
             "--learning-rate": (0 < self.learning_rate < 1, "in (0, 1)"),
+            "--lr-schedule": (self.lr_schedule in LR_SCHEDULES, " or ".join(LR_SCHEDULES)),
             "--seed": (0 <= self.seed < 2**32, "in [0, 2**32)"),
             "--threshold": (0 < self.threshold < 1, "in (0, 1)"),
             "--min-ml": (0 <= self.min_ml < math.inf, "finite and >= 0"),

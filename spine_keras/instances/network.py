@@ -56,10 +56,17 @@ def weighted_mask_loss(y_true, y_pred):
     return weighted + (1 - dice)
 
 
+def learning_rate(config: InstanceConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The configured rate, constant or decaying to 0 along a cosine over the run's steps x epochs."""
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps * config.epochs)
+    return config.learning_rate
+
+
 def compile_network(model: keras.Model, config: InstanceConfig) -> keras.Model:
     """Adam, the weighted mask loss and binary cross-entropy for completeness."""
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate(config)),
         loss={"mask": weighted_mask_loss, "complete": keras.losses.BinaryCrossentropy()},
         metrics={"complete": [keras.metrics.BinaryAccuracy(name="accuracy")]},
     )

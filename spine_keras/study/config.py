@@ -32,6 +32,7 @@ PREPROCESS_KEYS = (
     "normalization",
     "percentiles",
     "crop_roi_mm",
+    "auto_crop_mm",
     "fit",
     "ignore_above_labels",
 )
