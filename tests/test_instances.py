@@ -208,6 +208,13 @@ def test_one_training_step(phantom_case: LabelledCase) -> None:
     assert tuple(out["mask"].shape) == (1, 16, 16, 16, 1) and tuple(out["complete"].shape) == (1, 1)
 
 
+def test_config_round_trip_and_runs_recorded_before_the_schedule() -> None:
+    config = InstanceConfig(spacing_mm=2.0, lr_schedule="cosine")
+    assert InstanceConfig.from_dict(config.to_dict()) == config
+    old = {k: v for k, v in config.to_dict().items() if k != "lr_schedule"}  # instances.json of an earlier version
+    assert InstanceConfig.from_dict(old).lr_schedule == "constant"
+
+
 @pytest.mark.slow
 def test_cosine_schedule_decays_to_zero_over_the_run(phantom_case: LabelledCase) -> None:
     from spine_keras.instances.fit import train_network
@@ -217,7 +224,7 @@ def test_cosine_schedule_decays_to_zero_over_the_run(phantom_case: LabelledCase)
         spacing_mm=4.0, patch=(16, 16, 16), filters=2, depth=2, steps=2, epochs=2, batch=1, lr_schedule="cosine"
     )
     assert [float(learning_rate(config)(t)) for t in (0, 2, 4)] == pytest.approx([1e-3, 5e-4, 0.0], abs=1e-9)
-    assert learning_rate(InstanceConfig()) == 1e-3
+    assert learning_rate(InstanceConfig(lr_schedule="constant")) == 1e-3
     model, _ = train_network([training_view(phantom_case, config.spacing_mm)], config)
     assert int(model.optimizer.iterations) == 4
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)  # the rate after the last step

@@ -20,9 +20,10 @@ MAX_PATCH = 256  # voxels per side of a patch (a 256^3 float32 patch is 64 MiB, 
 
 @dataclasses.dataclass
 class InstanceConfig:
-    """What the network sees and how it learns. Sizes are in isotropic voxels of `spacing_mm`."""
+    """What the network sees and how it learns. Sizes are in isotropic voxels of `spacing_mm`. The defaults are the
+    CPU recipe measured on VB3 (docs/results.md): 5,000 steps of 2 patches, about 26 minutes on two cores."""
 
-    spacing_mm: float = _field(2.0, "isotropic voxel size (mm) the volumes are resampled to")
+    spacing_mm: float = _field(1.5, "isotropic voxel size (mm) the volumes are resampled to")
     patch: tuple[int, int, int] = _field((48, 48, 48), "patch shape; must hold a whole vertebra; divisible by 2**depth")
     filters: int = _field(8, "channels of the first level, doubled per level")
     depth: int = _field(3, "poolings in the U-Net")
@@ -31,10 +32,10 @@ class InstanceConfig:
     weight_gamma: float = _field(8.0, "boundary weighting 1 + gamma * exp(-d^2 / sigma^2), d: distance to the surface")
     weight_sigma_mm: float = _field(6.0, "sigma (mm) of the boundary weighting")
     batch: int = _field(2, "patches per step")
-    steps: int = _field(50, "steps per epoch")
-    epochs: int = _field(10, "epochs of --steps steps")
+    steps: int = _field(250, "steps per epoch")
+    epochs: int = _field(20, "epochs of --steps steps")
     learning_rate: float = _field(1e-3, "Adam learning rate")
-    lr_schedule: str = _field("constant", "constant, or cosine: the rate decays to 0 over the run's steps")
+    lr_schedule: str = _field("cosine", "constant, or cosine: the rate decays to 0 over the run's steps")
     seed: int = _field(0, "seed of the samples and the initial weights")
     threshold: float = _field(0.5, "mask probability that counts as vertebra")
     min_ml: float = _field(2.0, "the smallest vertebra (ml) the traversal accepts")
@@ -89,5 +90,7 @@ class InstanceConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> InstanceConfig:
+        """The config a run recorded; a run recorded before `lr_schedule` existed trained at a constant rate."""
         names = {f.name for f in dataclasses.fields(cls)}
+        data = {"lr_schedule": "constant"} | data
         return cls(**{k: (tuple(v) if k == "patch" else v) for k, v in data.items() if k in names})
