@@ -4,8 +4,8 @@ labelled vertebra left out (the ignore label's scoring), whichever way the varia
 A model trained with `ignore_above_labels` is scored by its study without those rows, one trained without it on
 every row; to compare the two, both need both scores. Reads `<results>/predictions/<variant>/val/<case>_seg.nrrd`
 and each case's truth mapped with its list's label map; the vertebra (class 1) Dice of `spine_keras.surface`, as the
-study scores. Prints one markdown
-row per variant (mean and worst of each scoring) and the per-case values with `--cases`.
+study scores. Prints one markdown row per variant (mean and worst of each scoring) and the per-case values with
+`--cases`.
 
     python bench/rows_scored.py studies/vb3-to-vb2.yaml study-vb3-to-vb2 2d-u1 2d-u1-labelled
 """

@@ -13,6 +13,7 @@ import keras
 from keras import layers, ops
 
 from spine_keras.instances.config import InstanceConfig
+from spine_keras.train.schedule import WarmupDecay
 
 EPSILON = 1e-6
 
@@ -56,11 +57,11 @@ def weighted_mask_loss(y_true, y_pred):
     return weighted + (1 - dice)
 
 
-def learning_rate(config: InstanceConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The configured rate, constant or decaying to 0 along a cosine over the run's steps x epochs."""
-    if config.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.steps * config.epochs)
-    return config.learning_rate
+def learning_rate(config: InstanceConfig) -> float | WarmupDecay:
+    """The configured rate: a plain float, or spine-train's schedule decaying to 0 over the run's steps x epochs."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    return WarmupDecay(config.learning_rate, config.steps * config.epochs, decay=config.lr_schedule)
 
 
 def compile_network(model: keras.Model, config: InstanceConfig) -> keras.Model:
