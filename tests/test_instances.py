@@ -276,3 +276,62 @@ def test_traversal_finds_every_phantom_vertebra_in_order(
     found, completeness = traverse(prepared, predict, config.traversal() | {"patch": config.patch})
     np.testing.assert_array_equal(found, ids)
     assert completeness == [1.0] * len(present)
+
+
+def near_sighted(prepared: np.ndarray, ranked: np.ndarray, patch: tuple[int, int, int], sight: float):
+    """A hand-set 'network' that segments the topmost vertebra not in memory whose centre lies within `sight`
+    rows of the patch's centre row, and sees nothing else (as a real one may at the edge of the field of view)."""
+    values = [float(prepared[ranked == r][0]) for r in range(1, int(ranked.max()) + 1)]
+
+    def predict(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        image, memory = batch[0, ..., 0], batch[0, ..., 1] > 0
+        for value in values:
+            mask = np.isclose(image, value, atol=1e-5) & ~memory
+            if mask.any() and abs(np.nonzero(mask)[0].mean() - patch[0] // 2) <= sight:
+                return mask[None].astype(np.float32), np.ones(1)
+        return np.zeros_like(image)[None], np.zeros(1)
+
+    return predict
+
+
+@pytest.mark.parametrize("anchor", ["bottom", "top"])
+def test_second_look_toward_the_end_the_levels_are_not_counted_from(
+    anchor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short top vertebra right above a tall one lies 5.5 rows from where one height up looks and 2.5 rows from
+    half a height up: a network that sees 3 rows around the patch centre finds it only at the second look, which
+    the traversal takes upward when the levels are counted from the bottom, and not when they are counted from
+    the top (an extra vertebra there would rename every other one)."""
+    from spine_keras.instances import reference
+
+    ids = np.zeros((64, 12, 12), np.int16)
+    for rank, (start, stop) in enumerate(((16, 20), (20, 36), (38, 54)), start=1):
+        ids[start:stop, 2:10, 2:10] = rank
+    prepared = isotropic_input(np.where(ids > 0, 100.0 + 10 * ids, 0.0), (1.0, 1.0, 1.0), 1.0)
+    settings = {"patch": (32, 12, 12), "threshold": 0.5, "min_voxels": 10, "max_vertebrae": 5, "anchor": anchor}
+    predict = near_sighted(prepared, ids, settings["patch"], sight=3)
+    monkeypatch.setattr(reference, "find_start", lambda *_: (ids == 3, 1.0))  # start at the bottom vertebra
+    found, _ = traverse(prepared, predict, settings)
+    expected = ids if anchor == "bottom" else np.where(ids > 1, ids - 1, 0)
+    np.testing.assert_array_equal(found, expected)
+
+
+def test_follow_keeps_the_vertebra_a_recentred_patch_loses() -> None:
+    """Seen from the first centre and lost from the re-centred one (near the volume's edge), the vertebra found
+    first is kept rather than dropped."""
+    from spine_keras.instances.reference import follow
+
+    image = np.zeros((40, 12, 12), np.float32)
+    box = np.zeros((24, 12, 12), bool)
+    box[2:8, 2:10, 2:10] = True  # rows 0..7 of the volume for a patch centred on row 12
+    calls = []
+
+    def predict(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(1)
+        mask = box if len(calls) == 1 else np.zeros_like(box)
+        return mask[None].astype(np.float32), np.array([0.7])
+
+    settings = {"patch": (24, 12, 12), "threshold": 0.5, "min_voxels": 10}
+    mask, complete = follow(image, np.zeros(image.shape, bool), predict, (12, 6, 6), settings)
+    assert len(calls) == 2 and complete == pytest.approx(0.7)
+    assert mask.sum() == 6 * 8 * 8 and np.flatnonzero(mask.any(axis=(1, 2))).tolist() == [2, 3, 4, 5, 6, 7]

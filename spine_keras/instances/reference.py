@@ -9,9 +9,10 @@ spine_keras uses these functions itself, and `spine-instances export` copies thi
 Steps: read the image (SimpleITK), resample it to isotropic voxels (linear), z-score it; find the most superior
 vertebra by scanning patches from the top with an empty memory; then, one vertebra per iteration, centre the patch
 on what the network segments (re-running until the centre stops moving), add it to the instance memory, and move
-the patch one vertebra height down the spine; stop when nothing new is found. The vertebrae found get levels in
-traversal order, anchored at the bottom or top of the stated levels, and the label map is resampled (nearest
-neighbour) back onto the input's grid. Array axes are ITK index order (i, j, k); axis 0 runs superior -> inferior.
+the patch one vertebra height down the spine; stop when nothing new is found (toward the end the levels are not
+counted from, only after a second look half a height on). The vertebrae found get levels in traversal order,
+anchored at the bottom or top of the stated levels, and the label map is resampled (nearest neighbour) back onto
+the input's grid. Array axes are ITK index order (i, j, k); axis 0 runs superior -> inferior.
 """
 
 from __future__ import annotations
@@ -111,17 +112,21 @@ def _centre(mask: np.ndarray) -> tuple[int, ...]:
 
 def follow(image, memory, predict: Predict, centre, settings: dict):
     """Segment the next vertebra near `centre`, re-centring the patch on it until it stops moving; (mask,
-    completeness) or None when fewer than `min_voxels` new voxels are found."""
-    mask, complete = _segment(image, memory, predict, centre, settings["patch"], settings["threshold"])
+    completeness) or None when fewer than `min_voxels` new voxels are found. A re-centred patch that loses the
+    vertebra keeps the last mask found: near the volume's edge, where the patch is padded with zeros, the network
+    may see a vertebra from one centre and not from the next."""
+    found = _segment(image, memory, predict, centre, settings["patch"], settings["threshold"])
+    if found[0].sum() < settings["min_voxels"]:
+        return None
     for _ in range(FOLLOW_STEPS):
-        if mask.sum() < settings["min_voxels"]:
-            return None
-        moved = _centre(mask)
+        moved = _centre(found[0])
         if moved == tuple(centre):
             break
-        centre = moved
-        mask, complete = _segment(image, memory, predict, centre, settings["patch"], settings["threshold"])
-    return (mask, complete) if mask.sum() >= settings["min_voxels"] else None
+        again = _segment(image, memory, predict, moved, settings["patch"], settings["threshold"])
+        if again[0].sum() < settings["min_voxels"]:
+            break
+        centre, found = moved, again
+    return found
 
 
 def find_start(image, predict: Predict, settings: dict):
@@ -144,7 +149,8 @@ def traverse(image: np.ndarray, predict: Predict, settings: dict) -> tuple[np.nd
     From the start, the traversal walks down the spine one vertebra at a time, then up from the first one it found,
     every vertebra found in memory: a start scan can take the second vertebra for the first, and the walk up adds
     the one it skipped, then stops as the walk down does, with every labelled vertebra in view in memory.
-    `settings`: patch (voxels per axis), threshold (mask probability), min_voxels (smallest vertebra), max_vertebrae.
+    `settings`: patch (voxels per axis), threshold (mask probability), min_voxels (smallest vertebra), max_vertebrae,
+    and anchor ('bottom' or 'top', the end the levels are counted from; see `_look`).
     """
     memory = np.zeros(image.shape, bool)
     found_masks: list[np.ndarray] = []
@@ -157,21 +163,37 @@ def traverse(image: np.ndarray, predict: Predict, settings: dict) -> tuple[np.nd
             found_masks.insert(position, mask)
             completeness.insert(position, complete)
             memory |= mask
-            found = follow(image, memory, predict, next_centre(mask, direction), settings)
+            found = _look(image, memory, predict, mask, direction, settings)
         if direction == 1 and found_masks:
-            found = follow(image, memory, predict, next_centre(found_masks[0], -1), settings)
+            found = _look(image, memory, predict, found_masks[0], -1, settings)
     ranked = np.zeros(image.shape, np.int16)
     for rank, mask in enumerate(found_masks, start=1):
         ranked[mask] = rank
     return ranked, completeness
 
 
-def next_centre(mask: np.ndarray, direction: int = 1) -> tuple[int, ...]:
+def _look(image, memory, predict: Predict, mask: np.ndarray, direction: int, settings: dict):
+    """The vertebra after `mask` in `direction` (as `follow` gives it), looked for one vertebra height on; toward
+    the end the levels are not counted from, a second look half a height on before the traversal stops there.
+
+    The second look is one-sided on purpose: a vertebra added at the counted-from end renames every other one (on
+    the lumbar sets, a sacrum taken for a vertebra below L5 shifts all levels by one), while one added at the other
+    end renames none of them and one missed there is simply lost (a top vertebra at the edge of the field of view).
+    """
+    found = follow(image, memory, predict, next_centre(mask, direction), settings)
+    away = -1 if settings.get("anchor", "bottom") == "bottom" else 1
+    if found is None and direction == away:
+        found = follow(image, memory, predict, next_centre(mask, direction, 0.5), settings)
+    return found
+
+
+def next_centre(mask: np.ndarray, direction: int = 1, heights: float = 1.0) -> tuple[int, ...]:
     """Where the traversal looks for the vertebra after `mask`: its centre moved down the spine (axis 0; up for
-    `direction` -1) by its height, kept inside the volume."""
+    `direction` -1) by `heights` times its height, kept inside the volume."""
     rows = np.flatnonzero(mask.any(axis=(1, 2)))
     moved = list(_centre(mask))
-    moved[0] = min(max(int(moved[0] + direction * (rows[-1] - rows[0] + 1)), 0), mask.shape[0] - 1)
+    step = direction * heights * (rows[-1] - rows[0] + 1)
+    moved[0] = min(max(int(moved[0] + step), 0), mask.shape[0] - 1)
     return tuple(moved)
 
 
@@ -197,7 +219,8 @@ def segment_volume(image: np.ndarray, spacing, predict: Predict, metadata: dict)
     """An input-grid volume -> (level-id map on the input grid, {level id: completeness})."""
     mm = float(metadata["spacing_mm"])
     prepared = isotropic_input(image, spacing, mm)
-    ranked, completeness = traverse(prepared, predict, metadata["traversal"] | {"patch": metadata["patch"]})
+    settings = metadata["traversal"] | {"patch": metadata["patch"], "anchor": metadata["anchor"]}
+    ranked, completeness = traverse(prepared, predict, settings)
     levels = to_level_ids(ranked, metadata)
     back = resample(levels, (mm,) * 3, spacing, shape=image.shape[:3], linear=False)
     by_level = {int(levels[ranked == r].max()): c for r, c in enumerate(completeness, start=1)}
