@@ -209,6 +209,15 @@ def test_level_figure_of_a_baseline(tmp_path: Path, instance_masks, capsys: pyte
     assert "best p3 (mean Dice 1.000), median p2 (mean Dice 1.000), worst p4" in capsys.readouterr().out
 
 
+def test_nine_neighbouring_levels_have_nine_colours() -> None:
+    """T10..S1 (a lumbar view with the vertebra above and the sacrum below its labels), and any other nine
+    neighbours, get nine different colours; T11..L5 keep the colours of the figures already drawn."""
+    for first in range(1, LEVEL_IDS["S1"] - 7):
+        assert len({level_colour(i) for i in range(first, first + 9)}) == 9
+    kept = ["#f58231", "#42d4f4", "#f032e6", "#e6194b", "#3cb44b", "#4363d8", "#ffe119"]
+    assert [level_colour(LEVEL_IDS[n]) for n in ("T11", "T12", "L1", "L2", "L3", "L4", "L5")] == kept
+
+
 def test_figure_refuses_a_folder_without_scores_and_a_foreign_list(
     tmp_path: Path, instance_masks, capsys: pytest.CaptureFixture
 ) -> None:

@@ -2,10 +2,10 @@
 per-vertebra Dice), the sagittal slice through the most vertebra voxels, truth beside prediction, each vertebra
 coloured by its level.
 
-A level keeps one colour in every figure: level id i gets `level_colour(i)`, one of seven strongly different
-colours in turn, so any seven neighbouring levels (T11..L5, say) are told apart at a glance; the legend names the
-levels shown. The sagittal slice is axis 2 of the
-shared data (axis 0 runs superior -> inferior, drawn top to bottom).
+A level keeps one colour in every figure: level id i gets `level_colour(i)`, one of nine strongly different
+colours in turn, so any nine neighbouring levels (T10..S1, say: a lumbar field of view with the vertebra above and
+the sacrum below its labels) are told apart at a glance; the legend names the levels shown. The sagittal slice is
+axis 2 of the shared data (axis 0 runs superior -> inferior, drawn top to bottom).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from spine_keras.levels import LEVELS, level_name
 DPI = 80
 ALPHA = 0.55  # opacity of the level colours over the image
 SLICE_AXIS = 2  # sagittal slices of the shared data: volume[:, :, k]
-# red, green, blue, yellow, orange, cyan, magenta: neighbours along the spine never share or nearly share a colour
-LEVEL_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#42d4f4", "#f032e6")
+# Indexed by level id modulo 9: T11 orange, T12 cyan, L1 magenta, L2 red, L3 green, L4 blue, L5 yellow, S1 purple,
+# T10 lime; neighbours along the spine never share or nearly share a colour.
+LEVEL_COLOURS = ("#f58231", "#42d4f4", "#f032e6", "#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#911eb4", "#bfef45")
 
 
 @dataclasses.dataclass
