@@ -19,7 +19,6 @@ OUT/cases.csv; prints a markdown table. Rerunning reuses every finished step.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -30,9 +29,9 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 from spine_keras.io import ListEntry, parse_list
+from spine_keras.outputs import write_csv
 from spine_keras.study.config import StudyConfig
-
-CLASS = "vertebra"
+from spine_keras.study.report import case_scores, read_metrics_csv
 
 
 def main() -> None:
@@ -53,14 +52,15 @@ def main() -> None:
         sys.exit(f"{args.study}: no variant {args.variant}; it has {', '.join(v.name for v in parent.variants)}")
     source = parent.train_lists[0]
     entries = {entry.case_id: entry for entry in parse_list(source.list)}
+    outer = _dice(args.results / "predictions" / args.variant / "val" / "metrics.csv", parent.classes)
     rows = []
     for fold in range(parent.folds):
         split = _split(args.results / "runs" / args.variant / f"fold_{fold}")
         folder = args.out / f"outer_{fold}"
         study = _write_study(parent, variant, source.label_map, entries, split, folder, args.inner_folds)
         subprocess.run(["spine-study", str(study), "-o", str(folder / "results")], check=True)
-        rows += _score_fold(parent, args, fold, folder, split["val_cases"], entries, source.label_map)
-    _write_rows(args.out / "cases.csv", rows)
+        rows += _score_fold(parent, args, fold, folder, split["val_cases"], entries, source.label_map, outer)
+    write_csv(rows, list(rows[0]), args.out / "cases.csv")
     _print_table(rows)
 
 
@@ -96,19 +96,12 @@ def _write_study(parent, variant, label_map, entries: dict[str, ListEntry], spli
     return path
 
 
-def _score_fold(parent, args, fold: int, folder: Path, cases: list[str], entries, label_map) -> list[dict]:
-    """Per held-out exam: the outer model's Dice, the inner ensemble's, and each inner model's alone."""
-    outer = _dice(args.results / "predictions" / args.variant / "val" / "metrics.csv")
-    ensemble = _dice(folder / "results" / "predictions" / args.variant / "test" / "metrics.csv")
+def _score_fold(parent, args, fold: int, folder: Path, cases: list[str], entries, label_map, outer) -> list[dict]:
+    """Per held-out exam: the outer model's Dice (`outer`), the inner ensemble's, and each inner model's alone."""
+    ensemble = _dice(folder / "results" / "predictions" / args.variant / "test" / "metrics.csv", parent.classes)
+    runs = folder / "results" / "runs" / args.variant
     singles = [
-        _single(
-            folder / "results" / "runs" / args.variant / f"fold_{inner}",
-            folder / f"single_{inner}",
-            cases,
-            entries,
-            label_map,
-            parent,
-        )
+        _single(runs / f"fold_{inner}", folder / f"single_{inner}", cases, entries, label_map, parent)
         for inner in range(args.inner_folds or parent.folds)
     ]
     return [
@@ -132,20 +125,13 @@ def _single(run: Path, folder: Path, cases: list[str], entries, label_map, paren
             for case in cases
             for row in predict_case(parent.classes, segmenter, entries[case], label_map, folder)[0]
         ]
-        scores.write_text(json.dumps({r["case"]: r["dice"] for r in rows if r["class"] == CLASS}), encoding="utf-8")
+        scores.write_text(json.dumps(case_scores(rows, parent.classes[0])), encoding="utf-8")
     return json.loads(scores.read_text(encoding="utf-8"))
 
 
-def _dice(metrics: Path) -> dict[str, float]:
-    with metrics.open(encoding="utf-8") as handle:
-        return {row["case"]: float(row["dice"]) for row in csv.DictReader(handle) if row["class"] == CLASS}
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def _dice(metrics: Path, classes: list[str]) -> dict[str, float]:
+    """Per case, the foreground Dice of a study's metrics.csv, as the study's report scores it."""
+    return case_scores(read_metrics_csv(metrics, classes), classes[0])
 
 
 def _print_table(rows: list[dict]) -> None:
