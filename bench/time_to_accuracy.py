@@ -7,7 +7,12 @@ snapshot (and the last) of both segments the fold's held-out exams in their orig
 Dice on the vertebra mask. Evaluation time is not counted. Writes `curves.csv` (side, fold, epoch, seconds, case,
 dice) and `time_to_accuracy.png` (mean held-out Dice against minutes, one line per side) under OUT.
 
+`--defaults` trains spine_keras's side as a user who gives no flags would: `make_cube.py LIST` with only the binary
+label map, `train.py --cube` with only the fold (the recipe preset: native in-plane size, 10 epochs, cosine).
+`--plain-minutes` caps the plain side's wall time (it otherwise gets spine_keras's).
+
     python bench/time_to_accuracy.py --out /tmp/tta --folds 3 --epochs 12
+    python bench/time_to_accuracy.py --out /tmp/tta-defaults --defaults --plain-minutes 15
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ RECIPE_TRAIN = [
     "--arch", "u1", "--lr-schedule", "constant", "--filters", "16", "--optimizer", "adam", "--lr", "0.001",
     "--online-augment",
 ]  # fmt: skip
+DEFAULT_CUBE = ["--label-map", "1-5:1", "--classes", "background,vertebra"]
 
 
 def dice(truth: np.ndarray, predicted: np.ndarray) -> float:
@@ -71,8 +77,11 @@ def spine_side(args, cube: Path, cube_s: float, fold: int, out: Path) -> tuple[l
     snaps = out / f"spine_snaps_{fold}"
     snaps.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "--cube", str(cube), "--out", str(run)]
-    command += RECIPE_TRAIN + ["--folds", str(args.folds), "--fold", str(fold), "--epochs", str(args.epochs)]
-    command += ["--patience", "0", "--lr-patience", "0", "--quiet"]
+    command += ["--folds", str(args.folds), "--fold", str(fold), "--quiet"]
+    if not args.defaults:
+        command += RECIPE_TRAIN + ["--patience", "0", "--lr-patience", "0"]
+    if args.epochs is not None:
+        command += ["--epochs", str(args.epochs)]
     start = time.perf_counter()
     watcher = Snapshots(run, snaps, start)
     watcher.start()
@@ -183,7 +192,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--only-fold", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=12, help="spine-train epochs; the plain side gets their time")
+    parser.add_argument("--epochs", type=int, default=None, help="spine-train epochs (default: its preset's)")
+    parser.add_argument("--defaults", action="store_true", help="spine_keras's side with its default cube and training")
+    parser.add_argument("--plain-minutes", type=float, default=None, help="cap on the plain side's wall time")
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=None, help="only summarize OUT/curves.csv into this PNG")
@@ -206,7 +217,7 @@ def main() -> None:
     if not cube.exists():
         subprocess.run(
             [sys.executable, str(REPO / "scripts" / "make_cube.py"), args.list, "-o", str(cube), "--quiet"]
-            + RECIPE_CUBE,
+            + (DEFAULT_CUBE if args.defaults else RECIPE_CUBE),
             check=True,
         )
     cube_s = time.perf_counter() - start
@@ -226,7 +237,8 @@ def main() -> None:
                 writer.writerow(("spine_keras", fold, *row))
             handle.flush()
             print(f"fold {fold}: load average {os.getloadavg()[0]:.2f} before the plain side", flush=True)
-            for row in plain_side(args, train, test, snapshots[-1][1]):
+            budget = snapshots[-1][1] if args.plain_minutes is None else min(snapshots[-1][1], 60 * args.plain_minutes)
+            for row in plain_side(args, train, test, budget):
                 writer.writerow(("plain", fold, *row))
             handle.flush()
     print(f"cube {cube_s:.0f} s; curves in {args.out / 'curves.csv'}")

@@ -14,6 +14,7 @@ from spine_keras.instances.cases import LabelledCase, training_view
 from spine_keras.instances.config import InstanceConfig
 from spine_keras.instances.metrics import instance_scores
 from spine_keras.instances.reference import isotropic_input, traverse
+from spine_keras.instances.report import pooled, score_case
 from spine_keras.instances.samples import boundary_weights, sample_for_step
 from spine_keras.instances.table import vertebra_rows, write_rows
 from spine_keras.io import Volume
@@ -42,6 +43,7 @@ def test_scores_of_a_perfect_and_a_shifted_map() -> None:
         "recall": 1.0,
         "identification": 1.0,
         "merged": 0,
+        "mean_level_dice": 1.0,
         "truths": 3,
         "predicted": 3,
     }
@@ -55,6 +57,22 @@ def test_scores_of_a_perfect_and_a_shifted_map() -> None:
     assert summary["recall"] == pytest.approx(2 / 3, abs=1e-4) and summary["precision"] == 1.0
     assert summary["identification"] == pytest.approx(1 / 3, abs=1e-4)
     assert summary["mean_dice"] == pytest.approx(2 / 3, abs=1e-4)
+    assert [r["level_dice"] for r in scores["vertebrae"]] == [0.0, 1.0, 0.0]  # L3 found, but as L4
+    assert summary["mean_level_dice"] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_level_dice_pools_per_level_then_over_levels() -> None:
+    truth = three_boxes()
+    half = truth.copy()
+    half[2:4] = 0  # L1 (4 rows of 36 voxels) keeps 2 rows: level Dice 2 * 72 / (144 + 72)
+    cases = [
+        score_case("a", truth, truth, (1.0, 1.0, 1.0)),
+        score_case("b", half, truth, (1.0, 1.0, 1.0)),
+        score_case("c", truth[:12], truth[:12], (1.0, 1.0, 1.0)),  # holds L1 and L2 only
+    ]
+    summary = pooled(cases)
+    assert summary["level_dice"] == {"L1": pytest.approx((1 + 2 * 72 / 216 + 1) / 3, abs=1e-4), "L2": 1.0, "L3": 1.0}
+    assert summary["mean_level_dice"] == pytest.approx((summary["level_dice"]["L1"] + 2) / 3, abs=1e-4)
 
 
 def test_merged_neighbours_are_counted() -> None:

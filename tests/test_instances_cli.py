@@ -32,7 +32,8 @@ def test_baseline_command(tmp_path: Path, capsys: pytest.CaptureFixture, instanc
     assert summary["mean_dice"] == 1.0
     rows = json.loads((out / "p3_vertebrae.json").read_text())
     assert [r["level"] for r in rows] == ["L3", "L4", "L5"] and rows[0]["complete"] is None
-    assert (out / "scores.csv").read_text().splitlines()[0] == "case,level,matched_level,dice,assd_mm,found,identified"
+    header = (out / "scores.csv").read_text().splitlines()[0]
+    assert header == "case,level,matched_level,dice,assd_mm,found,identified,level_dice"
 
 
 def test_refuses_levels_that_do_not_fit(tmp_path: Path, capsys: pytest.CaptureFixture, instance_masks) -> None:

@@ -258,6 +258,6 @@ def _staged(out: Path) -> Iterator[Path]:
 def _report(count: int, out: Path, summary: dict | None, how: str = "") -> None:
     line = f"{count} case(s){how} -> {out}"
     if summary:
-        keys = ("mean_dice", "mean_assd_mm", "precision", "recall", "identification", "merged")
+        keys = ("mean_dice", "mean_assd_mm", "precision", "recall", "identification", "merged", "mean_level_dice")
         line += "; " + ", ".join(f"{k} {summary[k]}" for k in keys)
     print(line)

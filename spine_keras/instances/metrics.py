@@ -1,11 +1,15 @@
 """Scores of an instance map (ids = levels) against the truth, in millimetres: per vertebra Dice and ASSD,
-detection precision and recall, identification rate and merged neighbours.
+detection precision and recall, identification rate, merged neighbours, and the level Dice.
 
 Each true vertebra is matched to the predicted instance that overlaps it best (whatever that instance's level);
 it is found when their Dice exceeds 0.5 and no other true vertebra has a higher Dice with that instance, identified
 when it is found and the instance carries its level. A predicted instance is a true positive when it is the found
 match of some true vertebra. A merge is a predicted
 instance holding more than half of two or more true vertebrae. Surface distances come from `spine_keras.surface`.
+
+The level Dice scores the map as a semantic one with one class per level (L1..L5 as five classes): the Dice of a
+true vertebra with the predicted voxels of its own level, whichever instance overlaps it. A vertebra found but
+named one level off scores its match's Dice and a level Dice near 0.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from spine_keras.levels import level_name
 from spine_keras.surface import class_metrics
 
 FOUND_DICE = 0.5
-SUMMARY_KEYS = ("mean_dice", "mean_assd_mm", "precision", "recall", "identification", "merged", "truths", "predicted")
+SUMMARY_KEYS = (
+    "mean_dice", "mean_assd_mm", "precision", "recall", "identification", "merged", "mean_level_dice", "truths",
+    "predicted",
+)  # fmt: skip
 
 
 def _overlaps(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,7 +39,7 @@ def _overlaps(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def match_vertebrae(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> list[dict]:
     """One row per true vertebra: its level, the best-overlapping predicted level, Dice, ASSD (mm; None when
-    missed), found and identified."""
+    missed), found, identified, and the level Dice (with the predicted voxels of its own level)."""
     pred, truth = np.asarray(pred, dtype=np.intp), np.asarray(truth, dtype=np.intp)
     joint, truth_sizes, pred_sizes = _overlaps(pred, truth)
     rows = []
@@ -51,6 +58,7 @@ def match_vertebrae(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float
                 "assd_mm": None if math.isnan(assd) else round(float(assd), 3),
                 "found": found,
                 "identified": found and best == level,
+                "level_dice": round(float(2 * joint[level, level] / (truth_sizes[level] + pred_sizes[level])), 4),
             }
         )
     return _one_to_one(rows)
@@ -79,7 +87,8 @@ def merged_instances(pred: np.ndarray, truth: np.ndarray) -> int:
 
 def instance_scores(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> dict:
     """{"vertebrae": per-vertebra rows, "summary": mean Dice (missed count 0), mean ASSD of the found, precision,
-    recall, identification rate, merged instances and the two counts}. Rates with nothing to count are None."""
+    recall, identification rate, merged instances, mean level Dice and the two counts}. Rates with nothing to count
+    are None."""
     rows = match_vertebrae(pred, truth, spacing)
     predicted = int(np.count_nonzero(np.bincount(np.asarray(pred).reshape(-1).astype(np.intp))[1:]))
     found = [r for r in rows if r["found"]]
@@ -92,6 +101,7 @@ def instance_scores(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float
         "recall": _rate(len(found), len(rows)),
         "identification": _rate(sum(r["identified"] for r in rows), len(rows)),
         "merged": merged_instances(pred, truth),
+        "mean_level_dice": _mean([r["level_dice"] for r in rows]),
         "truths": len(rows),
         "predicted": predicted,
     }

@@ -11,8 +11,9 @@ import numpy as np
 from spine_keras.instances.metrics import instance_scores
 from spine_keras.instances.table import vertebra_rows, write_rows
 from spine_keras.io import Volume, atomic_path, write_volume
+from spine_keras.levels import LEVEL_IDS
 
-SCORE_COLUMNS = ("case", "level", "matched_level", "dice", "assd_mm", "found", "identified")
+SCORE_COLUMNS = ("case", "level", "matched_level", "dice", "assd_mm", "found", "identified", "level_dice")
 
 
 def write_case(folder: Path, case_id: str, levels: Volume, complete=None, confidence=None) -> list[dict]:
@@ -32,12 +33,19 @@ def score_case(case_id: str, levels: np.ndarray, truth: np.ndarray, spacing) -> 
 
 
 def pooled(cases: list[dict]) -> dict:
-    """Scores over every vertebra of every case (not a mean of case means), plus the count of merged instances."""
+    """Scores over every vertebra of every case (not a mean of case means), plus the count of merged instances and
+    the level Dice as a semantic study reports it: per level, the mean over the cases that hold it, and the mean of
+    those per-level means."""
     rows = [row for case in cases for row in case["vertebrae"]]
     found = [r for r in rows if r["found"]]
     predicted = sum(case["summary"]["predicted"] for case in cases)
     positives = sum(len({r["matched_level"] for r in case["vertebrae"] if r["found"]}) for case in cases)
     assd = [r["assd_mm"] for r in found if r["assd_mm"] is not None]
+    by_level: dict[str, list[float]] = {}
+    for row in rows:
+        by_level.setdefault(row["level"], []).append(row["level_dice"])
+    order = sorted(by_level, key=lambda name: LEVEL_IDS[name])
+    per_level = {name: round(float(np.mean(by_level[name])), 4) for name in order}
     return {
         "cases": len(cases),
         "vertebrae": len(rows),
@@ -47,6 +55,8 @@ def pooled(cases: list[dict]) -> dict:
         "recall": round(len(found) / len(rows), 4) if rows else None,
         "identification": round(sum(r["identified"] for r in rows) / len(rows), 4) if rows else None,
         "merged": sum(case["summary"]["merged"] for case in cases),
+        "level_dice": per_level,
+        "mean_level_dice": round(float(np.mean(list(per_level.values()))), 4) if per_level else None,
     }
 
 
