@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=None, help="only summarize OUT/curves.csv into this PNG")
+    parser.add_argument("--title", default="VB3, patient-grouped CV: time to accuracy", help="the plot's title")
     args = parser.parse_args()
     if args.plot:
         summary = summarize(args.out / "curves.csv")
@@ -206,7 +207,7 @@ def main() -> None:
                 print(f"| {side} | {epoch} | {minutes:.1f} | {mean:.3f} | {worst:.3f} |")
         for side, (minutes, mean, worst) in final_scores(args.out / "curves.csv").items():
             print(f"| {side} | last | {minutes:.1f} | {mean:.3f} | {worst:.3f} |")
-        plot(summary, args.plot, "VB3, patient-grouped CV: time to accuracy")
+        plot(summary, args.plot, args.title)
         return
     from spine_keras.data import make_splits, open_cube
     from spine_keras.io import parse_list, read_volume
