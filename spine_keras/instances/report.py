@@ -44,8 +44,7 @@ def pooled(cases: list[dict]) -> dict:
     by_level: dict[str, list[float]] = {}
     for row in rows:
         by_level.setdefault(row["level"], []).append(row["level_dice"])
-    order = sorted(by_level, key=lambda name: LEVEL_IDS[name])
-    per_level = {name: round(float(np.mean(by_level[name])), 4) for name in order}
+    per_level = {name: round(float(np.mean(by_level[name])), 4) for name in sorted(by_level, key=LEVEL_IDS.get)}
     return {
         "cases": len(cases),
         "vertebrae": len(rows),
