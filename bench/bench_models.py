@@ -38,7 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch3d", type=int, default=1)
     p.add_argument("--classes", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (0: TF's default)")
-    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy (for GPUs)")
+    p.add_argument(
+        "--mixed-precision", action="store_true", help="spine-train's mixed policy (float16 on GPUs, bfloat16 on CPUs)"
+    )
     p.add_argument("--jit", action="store_true", help="XLA jit_compile (keep off on CPU: far slower there)")
     args = p.parse_args(argv)
     args.dims = args.dims or ([2] if args.quick else [2, 3])
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     if args.mixed_precision:
-        keras.mixed_precision.set_dtype_policy("mixed_float16")
+        from spine_keras.train.strategy import precision_policy
+
+        keras.mixed_precision.set_dtype_policy(precision_policy(True))
     gpus = tf.config.list_physical_devices("GPU")
     before = os.getloadavg()[0]
     lines = [
@@ -124,9 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     conditions = common.conditions(args.threads, (before, os.getloadavg()[0]), ["numpy", "tensorflow", "keras"])
     device = f"on GPU {gpus[0].name}; " if gpus else ""
     body = (
-        f"**Models, seconds per batch** {device}(median of the repetitions after one warm-up call; mixed precision "
-        f"{'on' if args.mixed_precision else 'off'}, XLA {'on' if args.jit else 'off'}).\n{conditions}\n\n"
-        + "\n".join(lines)
+        f"**Models, seconds per batch** {device}(median of the repetitions after one warm-up call; dtype policy "
+        f"{keras.config.dtype_policy().name}, XLA {'on' if args.jit else 'off'}).\n{conditions}\n\n" + "\n".join(lines)
     )
     common.publish(args, "models-gpu" if gpus else "models-cpu", body)
     return 0

@@ -9,10 +9,14 @@ dice) and `time_to_accuracy.png` (mean held-out Dice against minutes, one line p
 
 `--defaults` trains spine_keras's side as a user who gives no flags would: `make_cube.py LIST` with only the binary
 label map, `train.py --cube` with only the fold (the recipe preset: native in-plane size, 10 epochs, cosine).
-`--plain-minutes` caps the plain side's wall time (it otherwise gets spine_keras's).
+`--plain-minutes` caps the plain side's wall time (it otherwise gets spine_keras's); 0 skips it. `--spine-flags`
+adds train.py flags to spine_keras's side and `--side` names that side in curves.csv, so that a variant's curve
+can join an earlier run's (same list, folds and seed).
 
     python bench/time_to_accuracy.py --out /tmp/tta --folds 3 --epochs 12
     python bench/time_to_accuracy.py --out /tmp/tta-defaults --defaults --plain-minutes 15
+    python bench/time_to_accuracy.py --out /tmp/tta-defaults --defaults --plain-minutes 0 \
+        --spine-flags=--mixed-precision --side "spine_keras bf16"
 """
 
 from __future__ import annotations
@@ -73,8 +77,9 @@ class Snapshots(threading.Thread):
 
 def spine_side(args, cube: Path, cube_s: float, fold: int, out: Path) -> tuple[list[tuple[int, float, Path]], Path]:
     """Train fold `fold` with spine-train; (epoch, seconds incl. the cube's, snapshot) per epoch and the run folder."""
-    run = out / f"spine_run_{fold}"
-    snaps = out / f"spine_snaps_{fold}"
+    tag = "" if args.side == "spine_keras" else "_" + "".join(c if c.isalnum() else "_" for c in args.side)
+    run = out / f"spine_run{tag}_{fold}"
+    snaps = out / f"spine_snaps{tag}_{fold}"
     snaps.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(REPO / "scripts" / "train.py"), "--cube", str(cube), "--out", str(run)]
     command += ["--folds", str(args.folds), "--fold", str(fold), "--quiet"]
@@ -82,6 +87,7 @@ def spine_side(args, cube: Path, cube_s: float, fold: int, out: Path) -> tuple[l
         command += RECIPE_TRAIN + ["--patience", "0", "--lr-patience", "0"]
     if args.epochs is not None:
         command += ["--epochs", str(args.epochs)]
+    command += args.spine_flags.split()
     start = time.perf_counter()
     watcher = Snapshots(run, snaps, start)
     watcher.start()
@@ -164,8 +170,14 @@ def final_scores(curves: Path) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def plot(summary: dict[str, list[tuple[int, float, float, float]]], target: Path, title: str) -> None:
-    """CV Dice against wall minutes, one line per side, the plain reference's published 0.89 as a dashed line."""
+def plot(
+    summary: dict[str, list[tuple[int, float, float, float]]],
+    target: Path,
+    title: str,
+    names: dict[str, str],
+    ymin: float = 0.25,
+) -> None:
+    """CV Dice against wall minutes, one line per side (named by `names` where given), 0.89 as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,11 +185,11 @@ def plot(summary: dict[str, list[tuple[int, float, float, float]]], target: Path
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     for side, rows in summary.items():
-        label = {"plain": "plain Keras U-Net", "spine_keras": "spine_keras recipe"}.get(side, side)
+        label = ({"plain": "plain Keras U-Net", "spine_keras": "spine_keras recipe"} | names).get(side, side)
         ax.plot([r[1] for r in rows], [r[2] for r in rows], marker="o", label=label)
     ax.axhline(0.89, color="grey", linestyle="--", linewidth=1, label="0.89")
     ax.set(
-        xlabel="wall time, minutes (2-core CPU)", ylabel="mean held-out vertebra Dice", title=title, ylim=(0.25, 0.95)
+        xlabel="wall time, minutes (2-core CPU)", ylabel="mean held-out vertebra Dice", title=title, ylim=(ymin, 0.95)
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -195,10 +207,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="spine-train epochs (default: its preset's)")
     parser.add_argument("--defaults", action="store_true", help="spine_keras's side with its default cube and training")
     parser.add_argument("--plain-minutes", type=float, default=None, help="cap on the plain side's wall time")
+    parser.add_argument("--spine-flags", default="", help="more train.py flags for spine_keras's side")
+    parser.add_argument("--side", default="spine_keras", help="spine_keras's side's name in curves.csv and the plot")
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=None, help="only summarize OUT/curves.csv into this PNG")
     parser.add_argument("--title", default="VB3, patient-grouped CV: time to accuracy", help="the plot's title")
+    parser.add_argument("--ymin", type=float, default=0.25, help="the plot's lowest Dice")
+    parser.add_argument("--name", action="append", default=[], metavar="SIDE=TEXT", help="a side's name in the plot")
     args = parser.parse_args()
     if args.plot:
         summary = summarize(args.out / "curves.csv")
@@ -207,7 +223,7 @@ def main() -> None:
                 print(f"| {side} | {epoch} | {minutes:.1f} | {mean:.3f} | {worst:.3f} |")
         for side, (minutes, mean, worst) in final_scores(args.out / "curves.csv").items():
             print(f"| {side} | last | {minutes:.1f} | {mean:.3f} | {worst:.3f} |")
-        plot(summary, args.plot, args.title)
+        plot(summary, args.plot, args.title, dict(item.split("=", 1) for item in args.name), args.ymin)
         return
     from spine_keras.data import make_splits, open_cube
     from spine_keras.io import parse_list, read_volume
@@ -235,8 +251,10 @@ def main() -> None:
             print(f"fold {fold}: load average {os.getloadavg()[0]:.2f} at the start", flush=True)
             snapshots, run = spine_side(args, cube, cube_s, fold, args.out)
             for row in evaluate_spine(snapshots, run, test, args.eval_every):
-                writer.writerow(("spine_keras", fold, *row))
+                writer.writerow((args.side, fold, *row))
             handle.flush()
+            if args.plain_minutes == 0:
+                continue
             print(f"fold {fold}: load average {os.getloadavg()[0]:.2f} before the plain side", flush=True)
             budget = snapshots[-1][1] if args.plain_minutes is None else min(snapshots[-1][1], 60 * args.plain_minutes)
             for row in plain_side(args, train, test, budget):

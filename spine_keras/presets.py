@@ -7,11 +7,12 @@ library, so the commands build their parsers and `--help` from it without NumPy 
 - `recipe`: what measured best on real lumbar MRI (studies/ablation.yaml, variant 2d-u1-native): a plain U-Net (`u1`, 16
   filters, Adam 1e-3, ReLU) on z-scored slices at the planner's native in-plane shape (`--shape auto`), mild
   augmentation on the fly (rotation 10 degrees, zoom 0.9-1.1, shift 0.05, no flips, noise or blur; no offline
-  copies), 10 epochs with a cosine decay, keeping the last epoch (no early stopping, no plateau reduction).
+  copies), 10 epochs with a cosine decay, keeping the last epoch (no early stopping, no plateau reduction), mixed
+  precision where the hardware computes it natively (float32 elsewhere).
 - `paper`: the ICPR 2020 paper's protocol, kept exactly: 256x256 slices (64x128x128 volumes in 3D), the paper's
   heavy augmentation (flips, noise, blur), each arch's own optimizer, learning rate, activation and filters
   (spine_keras.models.registry.PRESETS), up to 100 epochs with a plateau reduction (10 epochs), early stopping
-  (20 epochs) and the best epoch kept, no online augmentation.
+  (20 epochs) and the best epoch kept, no online augmentation, float32.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ TRAIN: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
                 "keep": "last",
                 "patience": 0,
                 "online_augment": True,
+                "mixed_precision": "auto",
             }
         ),
         "paper": MappingProxyType(
@@ -87,6 +89,7 @@ TRAIN: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
                 "keep": "best",
                 "patience": 20,
                 "online_augment": False,
+                "mixed_precision": False,
             }
         ),
     }

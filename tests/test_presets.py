@@ -42,6 +42,7 @@ PAPER_SCHEDULE = {
     "patience": 20,
     "lr_patience": 10,
     "online_augment": False,
+    "mixed_precision": False,
 }
 PAPER_AUGMENT = {
     "rotation": 20.0,
@@ -67,6 +68,7 @@ RECIPE_TRAIN = {
     "patience": 0,
     "lr_patience": 10,  # not a preset value; used by the plateau schedule only
     "online_augment": True,
+    "mixed_precision": "auto",
 }
 RECIPE_AUGMENT = {"rotation": 10.0, "zoom": (0.9, 1.1), "shift": 0.05, "flip_prob": 0.0, "noise_prob": 0.0}
 

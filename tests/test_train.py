@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from spine_keras.bundle import ModelBundle, file_sha256, read_bundle
+from spine_keras.bundle import ModelBundle, file_sha256, load_keras_model, read_bundle
 from spine_keras.cli.train import main
 from spine_keras.models import ARCHS, build_model
 from spine_keras.preprocess import PreprocessConfig
@@ -214,6 +214,8 @@ def test_mixed_precision_and_jit(cube2d, tmp_path):
     assert config["precision"] == "mixed_bfloat16" and config["jit"] is True
     assert np.isfinite(float(history(run)[0]["loss"]))
     assert keras.config.dtype_policy().name == "float32"
+    served = load_keras_model(run / "last.keras")  # what prediction and export use
+    assert {layer.dtype_policy.name for layer in served.layers} == {"float32"}
 
 
 def test_config_file_then_flags(tmp_path):

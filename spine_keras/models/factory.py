@@ -31,10 +31,27 @@ def build_model(arch: str, input_shape: Sequence[int], n_classes: int, **overrid
 
 
 def inference_model(model: keras.Model) -> keras.Model:
-    """`model` reduced to its main `seg` output, sharing its weights (for export and prediction)."""
+    """`model` reduced to its main `seg` output (for export and prediction), computing in float32.
+
+    A model trained under mixed precision keeps float32 weights; its float32 copy predicts with them on any
+    hardware, with no half-precision kernels and no rounding of the activations."""
+    if any(layer.dtype_policy.name != "float32" for layer in model.layers):
+        model = float32_copy(model)
     if len(model.outputs) == 1:
         return model
     return keras.Model(model.input, model.get_layer(MAIN_OUTPUT).output, name=f"{model.name}_inference")
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """A copy of `model` whose every layer computes in float32, holding the same weights, layer by layer."""
+
+    def rebuilt(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=rebuilt)
+    for layer in model.layers:
+        copy.get_layer(layer.name).set_weights(layer.get_weights())
+    return copy
 
 
 def attention_layers(model: keras.Model) -> list[keras.layers.Layer]:

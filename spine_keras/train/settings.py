@@ -183,7 +183,13 @@ class TrainSettings:
     )
     augment: dict[str, Any] | None = None
     strategy: str = setting("auto", "distribution strategy", "performance", choices=STRATEGIES)
-    mixed_precision: bool = setting(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU", "performance")
+    mixed_precision: bool | str | None = setting(
+        None,
+        "mixed_float16 on GPU, mixed_bfloat16 on CPU; auto: only where the hardware computes that type natively "
+        "(a GPU of compute capability 7.0 or above, a CPU with AVX512-BF16 or AMX), else float32",
+        "performance",
+        shown=train_shown("mixed_precision"),
+    )
     jit: bool = setting(False, "XLA-compile the forward/backward pass", "performance")
     patience: int | None = setting(
         None, "early stopping on val_miou_nobg, 0 = off", "schedule", shown=train_shown("patience")
@@ -224,8 +230,10 @@ class TrainSettings:
             _check_int(name, getattr(self, name), lowest)
         for name in BOOLS:
             value = getattr(self, name)
+            if name == "mixed_precision" and value == "auto":
+                continue
             if not isinstance(value, bool) and not (value is None and name == "deep_supervision"):
-                raise SettingError(name, "true or false", value)
+                raise SettingError(name, "true, false or auto" if name == "mixed_precision" else "true or false", value)
         for name, ok, expected in self._checks():
             if not ok:
                 raise SettingError(name, expected, getattr(self, name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -13,7 +14,9 @@ from spine_keras.choices import STRATEGIES
 from spine_keras.errors import UserError
 from spine_keras.train.preflight import is_chief
 
-__all__ = ["dtype_policy", "is_chief", "make_strategy", "precision_policy"]
+__all__ = ["cpu_computes_bfloat16", "dtype_policy", "is_chief", "make_strategy", "precision_policy"]
+
+CPU_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bfloat16 arithmetic
 
 
 def _mirrored_devices() -> list[str]:
@@ -42,11 +45,33 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def precision_policy(mixed: bool) -> str:
-    """'mixed_float16' on GPUs, 'mixed_bfloat16' on CPUs (no float16 kernels there), else 'float32'."""
+def cpu_computes_bfloat16(cpuinfo: Path | str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU advertises native bfloat16 arithmetic (AVX512-BF16 or AMX), from Linux's /proc/cpuinfo;
+    False where that file is missing or unreadable (other systems), so `auto` keeps float32 there."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    flags = {word for line in text.splitlines() if line.startswith("flags") for word in line.partition(":")[2].split()}
+    return any(flag in flags for flag in CPU_BFLOAT16_FLAGS)
+
+
+def _gpus_compute_float16(gpus: list) -> bool:
+    """Whether every GPU has tensor cores for float16 (compute capability 7.0 or above)."""
+    details = [tf.config.experimental.get_device_details(gpu) for gpu in gpus]
+    return all(tuple(d.get("compute_capability") or (0, 0)) >= (7, 0) for d in details)
+
+
+def precision_policy(mixed: bool | str) -> str:
+    """The Keras dtype policy for `--mixed-precision`: 'mixed_float16' on GPUs, 'mixed_bfloat16' on CPUs (no
+    float16 kernels there), 'float32' when off. 'auto' turns it on only where the hardware computes the half type
+    natively (float16 on tensor-core GPUs, bfloat16 on CPUs with AVX512-BF16 or AMX): emulated, it is slower."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if mixed == "auto":
+        mixed = _gpus_compute_float16(gpus) if gpus else cpu_computes_bfloat16()
     if not mixed:
         return "float32"
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    return "mixed_float16" if gpus else "mixed_bfloat16"
 
 
 @contextlib.contextmanager
