@@ -69,3 +69,12 @@ def test_a_mixed_precision_model_predicts_in_float32_with_its_own_weights(arch):
     rounded = mixed(x, training=False)
     rounded = keras.ops.convert_to_numpy(rounded[0] if isinstance(rounded, (list, tuple)) else rounded)
     assert 0 < np.abs(rounded.astype(np.float32) - expected).max() < 0.1  # bfloat16 rounds; float32 does not
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "native"), [([(8, 0)], True), ([(8, 0), (7, 0)], True), ([(8, 0), (6, 1)], False)]
+)
+def test_gpus_count_as_native_float16_from_compute_capability_7(monkeypatch, capabilities, native):
+    details = dict(enumerate(capabilities))
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda gpu: {"compute_capability": details[gpu]})
+    assert strategy._gpus_compute_float16(list(details)) is native
