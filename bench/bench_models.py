@@ -66,9 +66,11 @@ def bench_one(arch: str, shape: tuple[int, ...], batch: int, reps: int, args: ar
     import numpy as np
 
     from spine_keras.models import build_model, preset
+    from spine_keras.train.strategy import dtype_policy
 
     conf = preset(arch)
-    model = build_model(arch, shape, args.classes)
+    with dtype_policy(args.policy):  # per model: clear_session() below resets Keras' global policy
+        model = build_model(arch, shape, args.classes)
     optimizer = type(keras.optimizers.get(conf["optimizer"]))(learning_rate=conf["lr"])
     n_out = len(model.outputs)
     model.compile(
@@ -108,16 +110,14 @@ def rows(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the requested measures and print (and write) the table."""
     args = parse_args(argv)
-    import keras
     import tensorflow as tf
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    if args.mixed_precision:
-        from spine_keras.train.strategy import precision_policy
+    from spine_keras.train.strategy import precision_policy
 
-        keras.mixed_precision.set_dtype_policy(precision_policy(True))
+    args.policy = precision_policy(bool(args.mixed_precision))
     gpus = tf.config.list_physical_devices("GPU")
     before = os.getloadavg()[0]
     lines = [
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     device = f"on GPU {gpus[0].name}; " if gpus else ""
     body = (
         f"**Models, seconds per batch** {device}(median of the repetitions after one warm-up call; dtype policy "
-        f"{keras.config.dtype_policy().name}, XLA {'on' if args.jit else 'off'}).\n{conditions}\n\n" + "\n".join(lines)
+        f"{args.policy}, XLA {'on' if args.jit else 'off'}).\n{conditions}\n\n" + "\n".join(lines)
     )
     common.publish(args, "models-gpu" if gpus else "models-cpu", body)
     return 0
