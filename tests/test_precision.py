@@ -51,7 +51,7 @@ def test_the_recipe_asks_auto_the_paper_float32_and_a_flag_wins():
     assert TrainSettings(preset="paper").mixed_precision is False
     assert TrainSettings(preset="paper", mixed_precision="auto").mixed_precision == "auto"
     assert train_parser().parse_args(["--no-mixed-precision"]).mixed_precision is False
-    with pytest.raises(UserError, match=r"mixed_precision must be true, false or auto, got 'maybe'"):
+    with pytest.raises(UserError, match=r"mixed_precision must be one of true, false, auto, got 'maybe'"):
         TrainSettings(mixed_precision="maybe")
 
 

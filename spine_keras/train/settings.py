@@ -53,7 +53,7 @@ INTS = {
     "warmup_epochs": 0,
     "verbose": 0,
 }
-BOOLS = ("deep_supervision", "dice_background", "dice_batch", "online_augment", "mixed_precision", "jit")
+BOOLS = ("deep_supervision", "dice_background", "dice_batch", "online_augment", "jit")
 CHOICES = (
     ("loss", LOSSES),
     ("strategy", STRATEGIES),
@@ -230,10 +230,8 @@ class TrainSettings:
             _check_int(name, getattr(self, name), lowest)
         for name in BOOLS:
             value = getattr(self, name)
-            if name == "mixed_precision" and value == "auto":
-                continue
             if not isinstance(value, bool) and not (value is None and name == "deep_supervision"):
-                raise SettingError(name, "true, false or auto" if name == "mixed_precision" else "true or false", value)
+                raise SettingError(name, "true or false", value)
         for name, ok, expected in self._checks():
             if not ok:
                 raise SettingError(name, expected, getattr(self, name))
@@ -253,6 +251,11 @@ class TrainSettings:
             *((name, getattr(self, name) in options, f"one of {', '.join(options)}") for name, options in CHOICES),
             ("optimizer", self.optimizer is None or str(self.optimizer).lower() in OPTIMIZERS, _one_of(OPTIMIZERS)),
             ("activation", self.activation is None or self.activation in ACTIVATIONS, _one_of(ACTIVATIONS)),
+            (
+                "mixed_precision",
+                isinstance(self.mixed_precision, bool) or self.mixed_precision == "auto",
+                _one_of(("true", "false", "auto")),
+            ),
             ("cube", isinstance(self.cube, str) and bool(self.cube.strip()), "a file path"),
             ("out", self.out is None or (isinstance(self.out, str) and bool(self.out.strip())), "a folder path"),
             ("augment", self.augment is None or isinstance(self.augment, dict), "a mapping of augmentation settings"),
